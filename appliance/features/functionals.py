@@ -1,0 +1,243 @@
+"""eGeMAPS-like utterance functionals (see docs/features.md for the full table)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import LOG_FLOOR, check_audio, frame_spec
+from .mel import dct_matrix, mel_filterbank, power_spectrogram
+from .pitch import yin_analysis
+
+# Stable order; new names are only ever appended.
+FUNCTIONAL_NAMES: tuple[str, ...] = (
+    "f0_st_mean",
+    "f0_st_std",
+    "f0_st_p20",
+    "f0_st_p50",
+    "f0_st_p80",
+    "f0_st_range_20_80",
+    "f0_st_slope",
+    "f0_st_rising_slope_mean",
+    "f0_st_falling_slope_mean",
+    "loudness_mean",
+    "loudness_std",
+    "loudness_p20",
+    "loudness_p50",
+    "loudness_p80",
+    "loudness_range_20_80",
+    "loudness_rising_slope_mean",
+    "loudness_falling_slope_mean",
+    "jitter_local",
+    "shimmer_local_db",
+    "hnr_db",
+    "spectral_slope_0_500",
+    "spectral_slope_500_1500",
+    "alpha_ratio_db",
+    "hammarberg_db",
+    "spectral_flux_mean",
+    "mfcc1_mean",
+    "mfcc1_std",
+    "mfcc2_mean",
+    "mfcc2_std",
+    "mfcc3_mean",
+    "mfcc3_std",
+    "mfcc4_mean",
+    "mfcc4_std",
+    "voiced_segments_per_sec",
+    "unvoiced_segments_per_sec",
+    "voiced_segment_mean_s",
+    "unvoiced_segment_mean_s",
+    "loudness_peaks_per_sec",
+    "equivalent_sound_level_db",
+)
+
+HOP_S = 0.01
+LEVEL_FLOOR_DB = -100.0
+
+
+def _sma3(v: np.ndarray) -> np.ndarray:
+    """3-frame moving average (openSMILE's ``sma3``), edges averaged over what exists."""
+    if v.size < 3:
+        return v.copy()
+    out = v.copy()
+    out[1:-1] = (v[:-2] + v[1:-1] + v[2:]) / 3.0
+    return out
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start indices and lengths of the runs of True in ``mask``."""
+    m = np.concatenate([[False], mask.astype(bool), [False]])
+    d = np.diff(m.astype(np.int8))
+    starts = np.flatnonzero(d == 1)
+    ends = np.flatnonzero(d == -1)
+    return starts, ends - starts
+
+
+def _rise_fall(v: np.ndarray) -> tuple[float, float]:
+    """Mean slope (units/s) of rising and of falling stretches between local extrema."""
+    if v.size < 2:
+        return 0.0, 0.0
+    dv = np.diff(v)
+    rise, fall = [], []
+    i = 0
+    n = dv.size
+    while i < n:
+        j = i
+        sign = dv[i] > 0
+        while j + 1 < n and (dv[j + 1] > 0) == sign:
+            j += 1
+        slope = float((v[j + 1] - v[i]) / ((j + 1 - i) * HOP_S))
+        (rise if sign else fall).append(slope)
+        i = j + 1
+    r = float(np.mean(rise)) if rise else 0.0
+    f = float(-np.mean(fall)) if fall else 0.0
+    return r, f
+
+
+def _band_slope_coefs(freqs: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Weights c such that ``y @ c`` is the least-squares slope of y(f) over lo <= f <= hi."""
+    sel = (freqs >= lo) & (freqs <= hi)
+    c = np.zeros(freqs.size)
+    f = freqs[sel]
+    if f.size >= 2:
+        fc = f - f.mean()
+        c[sel] = fc / np.sum(fc**2)
+    return c
+
+
+def _stats(v: np.ndarray, prefix: str, out: dict[str, float]) -> None:
+    if v.size == 0:
+        for k in ("mean", "std", "p20", "p50", "p80", "range_20_80"):
+            out[f"{prefix}_{k}"] = 0.0
+        return
+    p20, p50, p80 = np.percentile(v, [20, 50, 80])
+    out[f"{prefix}_mean"] = float(v.mean())
+    out[f"{prefix}_std"] = float(v.std())
+    out[f"{prefix}_p20"] = float(p20)
+    out[f"{prefix}_p50"] = float(p50)
+    out[f"{prefix}_p80"] = float(p80)
+    out[f"{prefix}_range_20_80"] = float(p80 - p20)
+
+
+def functionals(x: np.ndarray, sr: int) -> dict[str, float]:
+    """Utterance-level acoustic functionals, keys in :data:`FUNCTIONAL_NAMES` order.
+
+    Computed from the same 10 ms frames as :func:`log_mel` and :func:`yin_pitch`; every value
+    is finite (undefined statistics such as pitch of silence are 0). Definitions: see
+    docs/features.md.
+    """
+    x, sr = check_audio(x, sr)
+    spec = frame_spec(sr)
+    out: dict[str, float] = {}
+    duration = max(x.size / sr, HOP_S)
+
+    power = power_spectrogram(x, sr).astype(np.float64)
+    fb = mel_filterbank(sr, spec.n_fft, 40).astype(np.float64)
+    mel = power @ fb.T
+    n = mel.shape[0]
+    f0, aper, rnorm, energy = yin_analysis(x, sr)
+    f0 = f0[:n].astype(np.float64)
+    voiced = f0 > 0
+
+    # Pitch in semitones re 27.5 Hz, smoothed within voiced stretches.
+    st = np.zeros(n)
+    st[voiced] = 12.0 * np.log2(f0[voiced] / 27.5)
+    starts, lengths = _runs(voiced)
+    st_s = st.copy()
+    rises, falls = [], []
+    for s0, ln in zip(starts, lengths, strict=True):
+        seg = _sma3(st[s0 : s0 + ln])
+        st_s[s0 : s0 + ln] = seg
+        r, f = _rise_fall(seg)
+        if ln >= 2:
+            rises.append(r)
+            falls.append(f)
+    vst = st_s[voiced]
+    _stats(vst, "f0_st", out)
+    if vst.size >= 2:
+        t = np.flatnonzero(voiced) * HOP_S
+        tc = t - t.mean()
+        den = float(np.sum(tc**2))
+        out["f0_st_slope"] = float(np.sum(tc * (vst - vst.mean())) / den) if den > 0 else 0.0
+    else:
+        out["f0_st_slope"] = 0.0
+    out["f0_st_rising_slope_mean"] = float(np.mean(rises)) if rises else 0.0
+    out["f0_st_falling_slope_mean"] = float(np.mean(falls)) if falls else 0.0
+
+    # Loudness: sum of compressed (power^0.3, Stevens-like) mel-band energies, sma3.
+    loud = _sma3(np.sum(np.power(mel, 0.3), axis=1))
+    _stats(loud, "loudness", out)
+    r, f = _rise_fall(loud)
+    out["loudness_rising_slope_mean"] = r
+    out["loudness_falling_slope_mean"] = f
+
+    # Voice quality from consecutive voiced frames (frame-level periods and amplitudes).
+    pair = voiced[1:] & voiced[:-1]
+    if pair.any():
+        period = np.where(voiced, 1.0 / np.maximum(f0, 1e-9), 0.0)
+        dp = np.abs(np.diff(period))[pair]
+        out["jitter_local"] = float(np.mean(dp) / np.mean(period[voiced]))
+        amp = np.sqrt(np.maximum(energy[:n], 1e-20))
+        da = np.abs(20.0 * np.log10(amp[1:] / amp[:-1]))[pair]
+        out["shimmer_local_db"] = float(np.mean(da))
+    else:
+        out["jitter_local"] = 0.0
+        out["shimmer_local_db"] = 0.0
+    if voiced.any():
+        rn = np.clip(rnorm[:n][voiced], 1e-4, 1.0 - 1e-4)
+        out["hnr_db"] = float(np.mean(10.0 * np.log10(rn / (1.0 - rn))))
+    else:
+        out["hnr_db"] = 0.0
+
+    # Spectral shape over voiced frames.
+    freqs = np.linspace(0.0, sr / 2, spec.n_bins)
+    if voiced.any():
+        pv = power[voiced]
+        pdb = 10.0 * np.log10(pv + LOG_FLOOR)
+        out["spectral_slope_0_500"] = float(np.mean(pdb @ _band_slope_coefs(freqs, 0, 500)))
+        out["spectral_slope_500_1500"] = float(np.mean(pdb @ _band_slope_coefs(freqs, 500, 1500)))
+        lo = pv[:, (freqs >= 50) & (freqs < 1000)].sum(axis=1)
+        hi = pv[:, (freqs >= 1000) & (freqs <= 5000)].sum(axis=1)
+        out["alpha_ratio_db"] = float(np.mean(10.0 * np.log10((lo + LOG_FLOOR) / (hi + LOG_FLOOR))))
+        m_lo = pv[:, freqs < 2000].max(axis=1)
+        m_hi = pv[:, (freqs >= 2000) & (freqs <= 5000)].max(axis=1)
+        out["hammarberg_db"] = float(
+            np.mean(10.0 * np.log10((m_lo + LOG_FLOOR) / (m_hi + LOG_FLOOR)))
+        )
+    else:
+        for k in (
+            "spectral_slope_0_500",
+            "spectral_slope_500_1500",
+            "alpha_ratio_db",
+            "hammarberg_db",
+        ):
+            out[k] = 0.0
+    mag = np.sqrt(power)
+    tot = mag.sum(axis=1)
+    active = tot > 1e-8
+    if active.sum() >= 2:
+        nm = mag[active] / tot[active, None]
+        out["spectral_flux_mean"] = float(np.mean(np.sum(np.diff(nm, axis=0) ** 2, axis=1)))
+    else:
+        out["spectral_flux_mean"] = 0.0
+
+    cep = np.log(mel + LOG_FLOOR) @ dct_matrix(40, 5).astype(np.float64)
+    for k in range(1, 5):
+        out[f"mfcc{k}_mean"] = float(cep[:, k].mean())
+        out[f"mfcc{k}_std"] = float(cep[:, k].std())
+
+    # Temporal structure.
+    _, ul = _runs(~voiced)
+    out["voiced_segments_per_sec"] = float(lengths.size / duration)
+    out["unvoiced_segments_per_sec"] = float(ul.size / duration)
+    out["voiced_segment_mean_s"] = float(lengths.mean() * HOP_S) if lengths.size else 0.0
+    out["unvoiced_segment_mean_s"] = float(ul.mean() * HOP_S) if ul.size else 0.0
+    if loud.size >= 3:
+        peaks = (loud[1:-1] > loud[:-2]) & (loud[1:-1] >= loud[2:]) & (loud[1:-1] > 1e-6)
+        out["loudness_peaks_per_sec"] = float(peaks.sum() / duration)
+    else:
+        out["loudness_peaks_per_sec"] = 0.0
+    ms = float(np.mean(np.square(x, dtype=np.float64)))
+    out["equivalent_sound_level_db"] = max(LEVEL_FLOOR_DB, 10.0 * np.log10(ms + 1e-30))
+
+    return {k: (v if np.isfinite(v := float(out[k])) else 0.0) for k in FUNCTIONAL_NAMES}
