@@ -102,7 +102,7 @@ _ID_CUES = (
 
 # How many tokens before a run (or after a cue) are searched for context.
 _CONTEXT_WINDOW = 8
-_CVV_WINDOW = 6
+_CVV_WINDOW = 10
 _EXPIRY_WINDOW = 4
 
 _STRIP = "\"'()[]{}<>.,;:!?*`“”‘’"
@@ -113,7 +113,7 @@ _RE_SSN = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 _RE_EXPIRY = re.compile(r"^(0[1-9]|1[0-2])/(\d{2}|20\d{2})$")
 _RE_PHONE = re.compile(r"^(\+?1[-.]?)?\(?\d{3}\)?[-.]?\d{3}[-.]\d{4}$")
 # Backstop on the final text: 6+ digits with only separators between them.
-_RE_LONG_DIGITS = re.compile(r"\d(?:[\s\-/,]{0,3}\d){5,}")
+_RE_LONG_DIGITS = re.compile(r"[^\W\d]*\d(?:[\s\-/,]{0,3}\d){5,}[^\W\d]*")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -352,9 +352,10 @@ def _spans(tokens: Sequence[str], partial: bool = False) -> list[tuple[int, int,
             continue
         j = i + 1
         dom_end = -1
-        if j < len(norm) and re.fullmatch(r"[\w\-]+(\.[\w\-]+)*\.[a-z]{2,6}", norm[j]):
+        written = j < len(norm) and re.fullmatch(r"[\w\-]+(\.[\w\-]+)*\.[a-z]{2,6}", norm[j])
+        if written:
             dom_end = j + 1
-        while dom_end < 0 and j + 2 <= len(norm) and norm[j] and norm[j] not in ("dot", "at"):
+        while not written and j + 2 <= len(norm) and norm[j] and norm[j] not in ("dot", "at"):
             if j + 2 < len(norm) and norm[j + 1] in ("dot", "."):
                 if norm[j + 2] in _TLDS:
                     dom_end = j + 3
