@@ -1,0 +1,364 @@
+"""The `appliance` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from appliance import __version__
+
+log = logging.getLogger("appliance")
+
+EXIT_BAD_INPUT = 2
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _load_cfg(path: str | None):
+    from appliance.config import AppConfig, load_config
+
+    return load_config(path) if path else AppConfig()
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from appliance.demo import run_demo
+
+    result = run_demo(a.once, a.json, a.no_panel, a.mqtt, a.db, a.speed, a.port)
+    print(
+        json.dumps(result)
+        if a.json
+        else f"calls={result['calls']} utterances={result['utterances']} published={result['published']} pending={result['pending']} db={result['db']}"
+    )
+    return 0
+
+
+def cmd_analyze(a: argparse.Namespace) -> int:
+    from appliance.analysis import analyze_file, speakers_for
+    from appliance.audio import AudioError, read_wav
+    from appliance.config import ConfigError
+    from appliance.pipeline import CallMeta
+    from appliance.runtime import load_engines
+
+    try:
+        cfg = _load_cfg(a.config)
+        rec = read_wav(a.file)  # refuse a bad file before loading models or touching a database
+        speakers_for(rec, a.channels)
+    except (AudioError, ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    engines = load_engines(cfg, with_stt=not a.no_stt)
+    meta = CallMeta(
+        position=a.position or cfg.positions[0].id,
+        customer_ref=a.customer or "",
+        call_type=a.call_type or cfg.positions[0].call_type,
+        segment=a.segment or "",
+    )
+    result = analyze_file(
+        a.file,
+        cfg,
+        engines,
+        channels=a.channels,
+        db_path=a.db,
+        mqtt_url=a.mqtt or (cfg.mqtt.url or None),
+        meta=meta,
+    )
+    if a.json:
+        print(json.dumps(result))
+    else:
+        c = result["call"]
+        print(
+            f"call {c['id']}: {len(result['utterances'])} utterances, sentiment {c.get('sentiment_start')} -> {c.get('sentiment_end')}, alerts {len(result['alerts'])}"
+        )
+        for u in result["utterances"]:
+            emo = u["emotion"]["label"] if u["emotion"] else "-"
+            print(
+                f"  {u['start']:6.1f}-{u['end']:6.1f} {u['speaker']:8s} {emo:9s} {u['sentiment'] if u['sentiment'] is not None else '':>7} {u['text'] or ''}"
+            )
+        for al in result["alerts"]:
+            print(f"  ALERT {al['at']:6.1f}s {al['severity']}: {al['reason']}")
+    return 0
+
+
+def cmd_check_config(a: argparse.Namespace) -> int:
+    from appliance.config import ConfigError, describe, load_config, referenced_files
+
+    if a.describe:
+        for key, default, help_ in describe():
+            print(f"{key:40s} {default:24s} {help_}")
+        return 0
+    if not a.path:
+        print("error: check-config needs a PATH (or --describe)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        cfg = load_config(a.path)
+    except ConfigError as exc:
+        print(f"error: {a.path}: {exc}", file=sys.stderr)
+        return 1
+    missing = [(k, p) for k, p in referenced_files(cfg) if not p.exists()]
+    for key, p in missing:
+        print(f"{'error' if a.strict else 'warning'}: {key}: {p} does not exist", file=sys.stderr)
+    if missing and a.strict:
+        return 1
+    print(f"ok: {a.path} (box {cfg.box.id}, {len(cfg.positions)} position(s))")
+    return 0
+
+
+def cmd_list_devices(a: argparse.Namespace) -> int:
+    from appliance.capture import list_devices
+
+    devices = list_devices()
+    if a.json:
+        print(json.dumps(devices))
+    elif not devices:
+        print("no input devices found")
+    for d in devices if not a.json else []:
+        print(
+            f"{d['index']:3d}  {d['name']}  ({d['inputs']} inputs, {d['default_samplerate']:.0f} Hz)"
+        )
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from appliance.config import ConfigError
+    from appliance.daemon import run_daemon
+
+    try:
+        cfg = _load_cfg(a.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return run_daemon(cfg)
+
+
+def cmd_outbox(a: argparse.Namespace) -> int:
+    from appliance.store import outbox_status
+
+    if not Path(a.db).exists():
+        print(f"error: {a.db}: no such database", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if a.outbox_cmd == "status":
+        print(json.dumps(outbox_status(a.db)))
+        return 0
+    from appliance.analysis import broker_settings
+
+    cfg = _load_cfg(a.config)
+    from appliance.publisher import Publisher
+
+    pub = Publisher(a.db, broker_settings(cfg, a.mqtt))
+    pub.start()
+    try:
+        ok = pub.flush(a.timeout)
+    finally:
+        pub.stop()
+    status = outbox_status(a.db)
+    print(json.dumps({"flushed": ok, **status}))
+    return 0 if ok else 1
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    if a.what == "features":
+        from appliance import bench_features
+
+        return bench_features.main(["--json"] if a.json else [])
+    if a.what == "capacity":
+        from appliance import bench_capacity
+
+        argv = (["--json"] if a.json else []) + (["--calls", str(a.calls)] if a.calls else [])
+        return bench_capacity.main(argv)
+    from appliance import bench_stt
+
+    return bench_stt.main([])
+
+
+def cmd_emotion_eval(a: argparse.Namespace) -> int:
+    from appliance import emotion_eval
+
+    argv = (
+        ["--manifest", a.manifest]
+        + (["--json"] if a.json else [])
+        + (["--model", a.model] if a.model else [])
+    )
+    return emotion_eval.main(argv)
+
+
+def cmd_train_emotion(a: argparse.Namespace) -> int:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "models" / "train_emotion.py"
+    if not script.exists():
+        print(
+            "error: models/train_emotion.py not found (training runs from a checkout)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    sys.argv = [str(script), "--data", a.data, "--out", a.out, *a.extra]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0
+
+
+def cmd_web(a: argparse.Namespace) -> int:
+    from appliance.panel.cli import web_main
+
+    return web_main(a)
+
+
+def cmd_user(a: argparse.Namespace) -> int:
+    from appliance.panel.cli import user_main
+
+    return user_main(a)
+
+
+def cmd_retention(a: argparse.Namespace) -> int:
+    from appliance.retention import purge
+
+    cfg = _load_cfg(a.config)
+    db = a.db or str(cfg.resolve(cfg.paths.db))
+    print(json.dumps(purge(db, cfg.retention)))
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="appliance", description="On-prem call-center emotion appliance."
+    )
+    p.add_argument("--version", action="version", version=f"appliance {__version__}")
+    p.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="replay the bundled demo call through the whole pipeline")
+    d.add_argument(
+        "--once", action="store_true", help="exit after the replay (replays as fast as possible)"
+    )
+    d.add_argument("--json", action="store_true", help="print one JSON object with the counts")
+    d.add_argument("--no-panel", action="store_true", help="do not serve the panel")
+    d.add_argument(
+        "--mqtt",
+        metavar="URL",
+        help="external broker (default: a private mosquitto on a free port)",
+    )
+    d.add_argument("--db", metavar="PATH", help="database file (default ./demo.db)")
+    d.add_argument(
+        "--speed", type=float, help="replay speed: 1 = real time, 0 = as fast as possible"
+    )
+    d.add_argument(
+        "--port", type=int, default=8080, help="panel port on 127.0.0.1 (0 = any free port)"
+    )
+    d.set_defaults(func=cmd_demo)
+
+    an = sub.add_parser("analyze", help="analyse a WAV recording through the live pipeline")
+    an.add_argument("file")
+    an.add_argument("--channels", help="agent,customer | customer,agent | customer | agent")
+    an.add_argument("--db", metavar="PATH", help="database (default: a temporary one)")
+    an.add_argument("--mqtt", metavar="URL", help="publish through the outbox to this broker")
+    an.add_argument("--json", action="store_true")
+    an.add_argument("--config", metavar="PATH", help="appliance config (TOML)")
+    an.add_argument("--customer", help="customer reference (pseudonymised when published)")
+    an.add_argument("--call-type", choices=("support", "sales", "check-in"))
+    an.add_argument("--segment", help="customer segment tag")
+    an.add_argument("--position", help="agent position id")
+    an.add_argument("--no-stt", action="store_true", help="skip speech to text")
+    an.set_defaults(func=cmd_analyze)
+
+    r = sub.add_parser("run", help="the daemon: live capture of the configured positions")
+    r.add_argument("--config", required=True, metavar="PATH")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path", nargs="?")
+    c.add_argument("--strict", action="store_true", help="missing referenced files are errors")
+    c.add_argument(
+        "--describe", action="store_true", help="print every key with its default and description"
+    )
+    c.set_defaults(func=cmd_check_config)
+
+    ld = sub.add_parser("list-devices", help="list audio input devices")
+    ld.add_argument("--json", action="store_true")
+    ld.set_defaults(func=cmd_list_devices)
+
+    o = sub.add_parser("outbox", help="inspect or flush the MQTT outbox")
+    osub = o.add_subparsers(dest="outbox_cmd", required=True)
+    os_ = osub.add_parser("status")
+    os_.add_argument("--db", required=True)
+    of = osub.add_parser("flush")
+    of.add_argument("--db", required=True)
+    of.add_argument("--mqtt", required=True, metavar="URL")
+    of.add_argument("--timeout", type=float, default=30.0)
+    of.add_argument("--config", metavar="PATH", help="config with box id, prefix and TLS settings")
+    o.set_defaults(func=cmd_outbox)
+
+    b = sub.add_parser(
+        "bench", help="benchmarks (print ratios against peers measured in the same run)"
+    )
+    b.add_argument("what", choices=("features", "capacity", "stt"))
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--calls", type=int, help="capacity: concurrent calls")
+    b.set_defaults(func=cmd_bench)
+
+    ee = sub.add_parser("emotion-eval", help="evaluate the emotion model on a manifest CSV")
+    ee.add_argument("--manifest", required=True)
+    ee.add_argument("--json", action="store_true")
+    ee.add_argument("--model", help="model directory or card (default: bundled)")
+    ee.set_defaults(func=cmd_emotion_eval)
+
+    te = sub.add_parser("train-emotion", help="train the emotion model from a manifest CSV")
+    te.add_argument("--data", required=True, metavar="MANIFEST")
+    te.add_argument("--out", required=True, metavar="DIR")
+    te.add_argument(
+        "extra", nargs=argparse.REMAINDER, help="further options of models/train_emotion.py"
+    )
+    te.set_defaults(func=cmd_train_emotion)
+
+    w = sub.add_parser("web", help="serve the supervisor panel")
+    w.add_argument("--db", metavar="PATH")
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8443)
+    w.add_argument("--no-tls", action="store_true")
+    w.add_argument("--cert")
+    w.add_argument("--key")
+    w.add_argument("--list-routes", action="store_true")
+    w.add_argument("--config", metavar="PATH")
+    w.set_defaults(func=cmd_web)
+
+    u = sub.add_parser("user", help="manage panel users")
+    usub = u.add_subparsers(dest="user_cmd", required=True)
+    ua = usub.add_parser("add")
+    ua.add_argument("name")
+    ua.add_argument("--role", choices=("supervisor", "admin"), required=True)
+    ua.add_argument("--password-stdin", action="store_true", required=True)
+    ua.add_argument("--db", required=True)
+    u.set_defaults(func=cmd_user)
+
+    rt = sub.add_parser("retention", help="purge data past its retention")
+    rt.add_argument("--config", metavar="PATH")
+    rt.add_argument("--db", metavar="PATH")
+    rt.set_defaults(func=cmd_retention)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

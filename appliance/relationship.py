@@ -1,0 +1,171 @@
+"""Relationship health across calls, per customer and per segment.
+
+Each ended call contributes its mean customer sentiment and enthusiasm. Two exponentially
+weighted means (fast and slow) give level and trend; a one-sided CUSUM against the slow mean
+detects a downward shift a few calls after it starts while ignoring single bad calls; sustained
+enthusiasm gives advocacy. Segments (a tag from call metadata) get a two-sided CUSUM across all
+their customers' calls, so a shift that no single customer shows still surfaces.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+FAST, SLOW = 0.5, 0.2
+"""EWMA weights of the newest call."""
+CUSUM_K, CUSUM_H = 0.12, 0.45
+"""CUSUM slack (ignored drift per call) and decision interval, in sentiment units."""
+HISTORY = 20
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A cross-call finding worth an alert, with its plain-language reason and evidence."""
+
+    rule: str
+    signal: str
+    action: str
+    severity: str
+    value: float
+    reason: str
+    evidence: dict = field(default_factory=dict)
+
+
+def _state_name(n: int, health: float, trend: float, risk: float) -> str:
+    if n < 2:
+        return "new"
+    if risk >= 0.6 or health < 0.3:
+        return "at_risk"
+    if trend < -0.08:
+        return "declining"
+    if trend > 0.08:
+        return "improving"
+    return "stable"
+
+
+def update_customer(
+    prev: dict | None, call_id: str, summary: dict, ts: float
+) -> tuple[dict, list[Signal]]:
+    """New relationship state after one call; `prev` is the stored `detail` (or None)."""
+    d = dict(prev or {})
+    x = summary.get("sentiment_mean")
+    x = 0.0 if x is None else float(x)
+    e = summary.get("enthusiasm")
+    e = 0.0 if e is None else float(e)
+    n = int(d.get("calls", 0)) + 1
+    if n == 1:
+        fast = slow = x
+        cusum = 0.0
+    else:
+        slow_prev = float(d["slow"])
+        cusum = max(0.0, float(d["cusum"]) + (slow_prev - x) - CUSUM_K)
+        fast = (1 - FAST) * float(d["fast"]) + FAST * x
+        slow = (1 - SLOW) * slow_prev + SLOW * x
+    history = list(d.get("history", []))[-(HISTORY - 1) :] + [
+        {
+            "call_id": call_id,
+            "sentiment": round(x, 4),
+            "enthusiasm": round(e, 4),
+            "ts": round(ts, 1),
+        }
+    ]
+    trend = float(np.clip(fast - slow, -1, 1))
+    risk = float(1.0 - math.exp(-cusum / (CUSUM_H * 0.6)))
+    health = float(np.clip((0.5 + 0.5 * fast) * (1.0 - 0.35 * risk), 0, 1))
+    recent = history[-3:]
+    advocacy = 0.0
+    if len(recent) >= 3:
+        ent = float(np.mean([h["enthusiasm"] for h in recent]))
+        pos = float(np.mean([h["sentiment"] > 0.15 for h in recent]))
+        advocacy = float(np.clip(ent * pos * 1.3, 0, 1))
+    state = _state_name(n, health, trend, risk)
+    new = {
+        "calls": n,
+        "fast": fast,
+        "slow": slow,
+        "cusum": cusum,
+        "history": history,
+        "health": round(health, 4),
+        "trend": round(trend, 4),
+        "risk": round(risk, 4),
+        "advocacy": round(advocacy, 4),
+        "state": state,
+        "alerted": d.get("alerted", {}),
+    }
+    signals: list[Signal] = []
+    calls = [h["call_id"] for h in history[-4:]]
+    sentiments = [h["sentiment"] for h in history[-4:]]
+    prev_state = d.get("state", "new")
+    if state in ("declining", "at_risk") and prev_state not in ("declining", "at_risk"):
+        signals.append(
+            Signal(
+                rule="relationship_declining",
+                signal="relationship_risk",
+                action="intervention_recommended",
+                severity="critical" if state == "at_risk" else "warning",
+                value=round(risk, 3),
+                reason=f"relationship {state.replace('_', ' ')}: sentiment over the last calls {_fmt(sentiments)}; intervention recommended",
+                evidence={
+                    "calls": calls,
+                    "sentiments": sentiments,
+                    "trend": round(trend, 3),
+                    "cusum": round(cusum, 3),
+                },
+            )
+        )
+    if advocacy >= 0.6 and not new["alerted"].get("advocacy"):
+        new["alerted"] = {**new["alerted"], "advocacy": call_id}
+        enth = [h["enthusiasm"] for h in history[-3:]]
+        signals.append(
+            Signal(
+                rule="likely_advocate",
+                signal="advocacy",
+                action="follow_up",
+                severity="info",
+                value=round(advocacy, 3),
+                reason=f"sustained enthusiasm over {len(enth)} calls {_fmt(enth)}: likely advocate; ask for a referral",
+                evidence={"calls": calls[-3:], "enthusiasm": enth},
+            )
+        )
+    return new, signals
+
+
+def update_segment(
+    prev: dict | None, segment: str, call_id: str, sentiment: float | None
+) -> tuple[dict, list[Signal]]:
+    """Two-sided CUSUM of call sentiment across a segment's customers."""
+    d = dict(prev or {"n": 0, "mean": 0.0, "lo": 0.0, "hi": 0.0, "recent": []})
+    if sentiment is None:
+        return d, []
+    x = float(sentiment)
+    n = d["n"] + 1
+    baseline = d["mean"] if d["n"] else x
+    lo = max(0.0, d["lo"] + (baseline - x) - CUSUM_K)
+    hi = max(0.0, d["hi"] + (x - baseline) - CUSUM_K)
+    mean = baseline + (x - baseline) / min(n, 20)  # running mean with a 20-call memory
+    recent = (d["recent"] + [{"call_id": call_id, "sentiment": round(x, 3)}])[-6:]
+    signals = []
+    h = CUSUM_H * 2  # segments mix customers: demand more evidence than for one customer
+    if n >= 4 and (lo > h or hi > h):
+        direction = "down" if lo > h else "up"
+        signals.append(
+            Signal(
+                rule="segment_shift",
+                signal="segment_shift",
+                action="investigate",
+                severity="warning",
+                value=round(max(lo, hi), 3),
+                reason=f"segment {segment} sentiment shifting {direction} (baseline {baseline:+.2f}, recent {_fmt([r['sentiment'] for r in recent])}); investigate cause",
+                evidence={"segment": segment, "calls": [r["call_id"] for r in recent]},
+            )
+        )
+        lo = hi = 0.0
+        mean = x
+    return {"n": n, "mean": mean, "lo": lo, "hi": hi, "recent": recent}, signals
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:+.2f}" for v in values) + "]"

@@ -1,0 +1,201 @@
+"""Declarative alert rules over live call signals, with hysteresis, cooldown and a budget.
+
+A rule fires when its condition held for `duration` consecutive customer utterances (after
+`min_utterances`), then stays quiet until the signal crosses back past `clear` (hysteresis)
+and `cooldown` seconds passed. A call raises at most `budget_per_call` alerts: supervisors
+who get ten alerts a call stop reading them.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+from appliance.config import RuleConfig
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+DEFAULT_RULES: tuple[RuleConfig, ...] = (
+    RuleConfig(
+        name="sentiment_declining",
+        signal="sentiment_slope",
+        op="<",
+        threshold=-0.35,
+        clear=-0.05,
+        min_utterances=4,
+        duration=2,
+        cooldown=90,
+        severity="warning",
+        action="intervention_recommended",
+    ),
+    RuleConfig(
+        name="customer_upset",
+        signal="sentiment",
+        op="<",
+        threshold=-0.4,
+        clear=-0.1,
+        min_utterances=2,
+        duration=2,
+        cooldown=120,
+        severity="critical",
+        action="escalate",
+    ),
+    RuleConfig(
+        name="enthusiasm_declining",
+        signal="enthusiasm_slope",
+        op="<",
+        threshold=-0.3,
+        clear=0.0,
+        min_utterances=4,
+        duration=2,
+        cooldown=120,
+        severity="warning",
+        action="intervention_recommended",
+        call_types=["sales"],
+    ),
+    RuleConfig(
+        name="high_commitment",
+        signal="enthusiasm",
+        op=">",
+        threshold=0.62,
+        clear=0.45,
+        min_utterances=3,
+        duration=3,
+        cooldown=300,
+        severity="info",
+        action="accelerate",
+        call_types=["sales"],
+    ),
+    RuleConfig(
+        name="overtalk",
+        signal="overtalk_s",
+        op=">",
+        threshold=10.0,
+        clear=None,
+        min_utterances=1,
+        duration=1,
+        cooldown=600,
+        severity="info",
+        action="coach",
+    ),
+    RuleConfig(
+        name="escalation_phrase",
+        signal="key_phrase",
+        op=">=",
+        threshold=1.0,
+        clear=None,
+        min_utterances=1,
+        duration=1,
+        cooldown=600,
+        severity="warning",
+        action="escalate",
+    ),
+)
+
+REASONS = {
+    "sentiment_slope": "customer sentiment falling ({value:+.2f}/min)",
+    "sentiment": "customer sentiment negative ({value:+.2f})",
+    "enthusiasm_slope": "enthusiasm declining ({value:+.2f}/min)",
+    "enthusiasm": "high emotional commitment (enthusiasm {value:.2f})",
+    "arousal": "customer agitated (arousal {value:+.2f})",
+    "overtalk_s": "agent and customer talking over each other ({value:.0f} s)",
+    "silence_s": "long silence ({value:.0f} s)",
+    "health": "conversation health low ({value:.2f})",
+    "negative_streak": "{value:.0f} negative customer utterances in a row",
+    "key_phrase": "escalation phrase heard",
+}
+ACTION_TEXT = {
+    "intervention_recommended": "intervention recommended",
+    "accelerate": "accelerate timeline",
+    "escalate": "escalate to a supervisor",
+    "coach": "coach the agent",
+    "investigate": "investigate cause",
+    "follow_up": "follow up",
+}
+
+
+@dataclass(frozen=True)
+class Alert:
+    rule: str
+    severity: str
+    action: str
+    signal: str
+    value: float
+    threshold: float
+    at: float
+    """Seconds into the call."""
+    reason: str
+    """Plain-language reason (stays on the box: panel and local API)."""
+    evidence: dict = field(default_factory=dict)
+
+
+@dataclass
+class _RuleState:
+    streak: int = 0
+    armed: bool = True
+    last_fired: float | None = None
+
+
+class RuleEngine:
+    """Evaluates rules for one call."""
+
+    def __init__(
+        self,
+        rules: list[RuleConfig] | tuple[RuleConfig, ...] | None,
+        call_type: str,
+        budget: int = 3,
+    ):
+        self.rules = [
+            r for r in (rules or DEFAULT_RULES) if not r.call_types or call_type in r.call_types
+        ]
+        self.budget = budget
+        self.fired: list[Alert] = []
+        self._state = {r.name: _RuleState() for r in self.rules}
+
+    def evaluate(
+        self, signals: dict[str, float | None], at: float, evidence: dict | None = None
+    ) -> list[Alert]:
+        """Call after each customer utterance; returns the alerts that fire now."""
+        out: list[Alert] = []
+        n = signals.get("customer_utterances") or 0
+        for rule in self.rules:
+            st = self._state[rule.name]
+            value = signals.get(rule.signal)
+            if value is None:
+                continue
+            holds = _OPS[rule.op](value, rule.threshold)
+            if not st.armed:
+                # hysteresis: re-arm once the signal is back past `clear` (or simply no longer holds)
+                st.armed = (not holds) if rule.clear is None else self._crossed_back(rule, value)
+                continue
+            st.streak = st.streak + 1 if holds else 0
+            if not holds or n < rule.min_utterances or st.streak < rule.duration:
+                continue
+            if st.last_fired is not None and at - st.last_fired < rule.cooldown:
+                continue
+            if len(self.fired) >= self.budget:
+                continue
+            st.armed = False
+            st.streak = 0
+            st.last_fired = at
+            reason = REASONS.get(rule.signal, rule.signal).format(value=value)
+            alert = Alert(
+                rule=rule.name,
+                severity=rule.severity,
+                action=rule.action,
+                signal=rule.signal,
+                value=round(float(value), 4),
+                threshold=rule.threshold,
+                at=round(at, 2),
+                reason=f"{reason}; {ACTION_TEXT[rule.action]}",
+                evidence=dict(evidence or {}),
+            )
+            self.fired.append(alert)
+            out.append(alert)
+        return out
+
+    @staticmethod
+    def _crossed_back(rule: RuleConfig, value: float) -> bool:
+        if rule.op in ("<", "<="):
+            return value > rule.clear  # type: ignore[operator]
+        return value < rule.clear  # type: ignore[operator]
