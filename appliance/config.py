@@ -318,7 +318,9 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(prefix or "(root)", f"must be a table, got {type(data).__name__}")
+        raise ConfigError(
+            prefix.rstrip(".") or "(root)", f"must be a table, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
     for key in data:

@@ -18,6 +18,7 @@ FAST, SLOW = 0.5, 0.2
 """EWMA weights of the newest call."""
 CUSUM_K, CUSUM_H = 0.12, 0.45
 """CUSUM slack (ignored drift per call) and decision interval, in sentiment units."""
+CUSUM_CLIP = 0.35
 HISTORY = 20
 
 
@@ -34,12 +35,12 @@ class Signal:
     evidence: dict = field(default_factory=dict)
 
 
-def _state_name(n: int, health: float, trend: float, risk: float) -> str:
+def _state_name(n: int, health: float, trend: float, cusum: float) -> str:
     if n < 2:
         return "new"
-    if risk >= 0.6 or health < 0.3:
+    if cusum > CUSUM_H or health < 0.3:
         return "at_risk"
-    if trend < -0.08:
+    if trend < -0.08 and cusum > 0.6 * CUSUM_H:
         return "declining"
     if trend > 0.08:
         return "improving"
@@ -61,7 +62,8 @@ def update_customer(
         cusum = 0.0
     else:
         slow_prev = float(d["slow"])
-        cusum = max(0.0, float(d["cusum"]) + (slow_prev - x) - CUSUM_K)
+        # one call can add at most CUSUM_CLIP: a single awful call is an incident, not a trend
+        cusum = max(0.0, float(d["cusum"]) + min(slow_prev - x, CUSUM_CLIP) - CUSUM_K)
         fast = (1 - FAST) * float(d["fast"]) + FAST * x
         slow = (1 - SLOW) * slow_prev + SLOW * x
     history = list(d.get("history", []))[-(HISTORY - 1) :] + [
@@ -81,7 +83,7 @@ def update_customer(
         ent = float(np.mean([h["enthusiasm"] for h in recent]))
         pos = float(np.mean([h["sentiment"] > 0.15 for h in recent]))
         advocacy = float(np.clip(ent * pos * 1.3, 0, 1))
-    state = _state_name(n, health, trend, risk)
+    state = _state_name(n, health, trend, cusum)
     new = {
         "calls": n,
         "fast": fast,

@@ -278,11 +278,11 @@ class Store:
             for attempt in (0, 1):
                 try:
                     with immediate(self.db):
-                        self.db["utterances"].insert(utterance)
-                        uid = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
                         for table, items in (upserts or {}).items():
                             for item in items:
                                 self.db[table].upsert(item, pk=_PKS[table])
+                        self.db["utterances"].insert(utterance)
+                        uid = self.db.execute("SELECT last_insert_rowid()").fetchone()[0]
                         self._enqueue(messages)
                         if transcript is not None and not self.transcripts_suspended:
                             self._insert_transcript({**transcript, "utterance_id": uid})

@@ -49,6 +49,7 @@ class Segmenter:
         self._start_frame = 0
         self._above = 0
         self._silent = 0
+        self._lead = 0
         self.level_db = -120.0
         """Level of the last frame (dBFS), for meters and health."""
 
@@ -92,11 +93,14 @@ class Segmenter:
     def _step(self, frame: np.ndarray, level: float) -> Segment | None:
         s = self.settings
         self.level_db = level
-        # Floor falls fast and rises slowly (about 3 dB/s), so speech does not lift it.
-        if level < self._floor_db:
+        # Floor falls fast and rises slowly (3 dB/s between utterances, 0.3 dB/s inside one),
+        # so a long monologue does not lift it into the speech while a louder line still wins.
+        if self._frame_no == 0:
+            self._floor_db = max(level, s.min_level_db - 10.0)  # start from the line as it is
+        elif level < self._floor_db:
             self._floor_db = 0.7 * self._floor_db + 0.3 * level
         else:
-            self._floor_db += 0.03
+            self._floor_db += 0.003 if self._active else 0.03
         self._floor_db = max(self._floor_db, -100.0)
         is_speech = level > s.min_level_db and level > self._floor_db + s.threshold_db
         idx = self._frame_no
@@ -109,6 +113,7 @@ class Segmenter:
                 self._active = True
                 self._frames = list(self._preroll)
                 self._start_frame = idx + 1 - len(self._frames)
+                self._lead = len(self._frames) - ONSET_FRAMES  # pre-roll before the onset
                 self._silent = 0
                 self._preroll.clear()
             return None
@@ -120,7 +125,7 @@ class Segmenter:
             drop = self._silent - keep_tail
             if drop:
                 del self._frames[-drop:]
-            speech_frames = len(self._frames) - keep_tail
+            speech_frames = len(self._frames) - keep_tail - self._lead
             if speech_frames >= self._min_frames:
                 closed = self._close(self._start_frame + len(self._frames))
             else:
@@ -133,6 +138,7 @@ class Segmenter:
             self._active = True
             self._frames = []
             self._start_frame = self._frame_no
+            self._lead = 0
         return closed
 
     def _close(self, end_frame: int) -> Segment:

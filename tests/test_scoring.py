@@ -1,0 +1,54 @@
+import pytest
+
+from appliance.scoring import CallScorer, ScoredUtterance, fuse, overlap, slope_per_minute
+from appliance.types import EmotionResult
+
+
+def emo(valence, arousal=0.0, conf=0.8, uncertain=False, label="neutral"):
+    return EmotionResult(label, conf, 0.5, arousal, valence, uncertain)
+
+
+def test_fusion_weights_uncertain_acoustics_less():
+    sure = fuse(emo(-0.8), 0.6, 8)
+    unsure = fuse(emo(-0.8, uncertain=True), 0.6, 8)
+    assert sure.value < unsure.value  # the text's +0.6 wins more when acoustics are uncertain
+    assert unsure.confidence < sure.confidence
+    assert fuse(None, None, 0).value is None
+    assert fuse(emo(0.5), 0.0, 5).value == pytest.approx(0.5)  # VADER 0 = no opinion
+    assert -1 <= fuse(emo(-1.0), -1.0, 10).value <= 1
+
+
+def test_slope_and_overlap():
+    assert slope_per_minute([0, 30, 60], [1.0, 0.0, -1.0]) == pytest.approx(-2.0)
+    assert slope_per_minute([0, 1], [0, 1]) is None
+    n, s = overlap([(0, 5), (10, 12)], [(4, 6), (11.9, 13), (20, 21)])
+    assert n == 1 and s == pytest.approx(1.0)  # the 0.1 s blip is a back-channel, not overtalk
+
+
+def _call(valences, agent=True):
+    sc = CallScorer(call_type="check-in")
+    t = 0.0
+    for i, v in enumerate(valences):
+        if agent:
+            sc.add(ScoredUtterance(2 * i, "agent", t, t + 2, None, None, 0.0, 6))
+            t += 2.5
+        e = emo(v, arousal=0.5)
+        sc.add(ScoredUtterance(2 * i + 1, "customer", t, t + 3, e, fuse(e, None, 0).value, 0.8, 7))
+        t += 3.5
+    return sc
+
+
+def test_summary_shows_a_decline():
+    s = _call([0.8, 0.6, 0.3, -0.1, -0.5, -0.8]).summary()
+    assert s["sentiment_start"] > 0.4 and s["sentiment_end"] < -0.3
+    assert s["sentiment_slope"] < 0
+    assert s["customer_utterances"] == 6 and s["agent_utterances"] == 6
+    assert s["talk_listen_ratio"] == pytest.approx(12 / 18, rel=0.01)
+    assert s["longest_silence_s"] == pytest.approx(0.5, abs=0.01)
+    assert sum(s["emotion_mix"].values()) == pytest.approx(1.0)
+
+
+def test_health_is_higher_for_a_good_call():
+    good = _call([0.6, 0.7, 0.8, 0.7]).health()
+    bad = _call([-0.2, -0.5, -0.7, -0.8]).health()
+    assert 0 <= bad < good <= 1
