@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numpy as np
+import math
 
-from ._common import LOG_FLOOR, FeatureError, check_audio, check_rate, frame_spec
+import numpy as np
+from numba import njit
+
+from ._common import FeatureError, check_audio, check_rate, frame_spec, register
+from ._fft import JIT, cfft_1, cfft_lanes, rfft_power_1, rfft_power_lanes, rfft_tables
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -65,13 +69,223 @@ def fft_window(sr: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
+LANES = 64  # frames transformed together in the batch path (see _fft)
+
+
+@register
+@njit(**JIT)
+def _pack(xp, start, f0, nl, hop, win, rev, re, im):  # pragma: no cover - jitted
+    """Window frames f0..f0+nl-1 into lanes, even/odd samples as re/im in bit-reversed order.
+
+    Unused lanes repeat the last frame (their results are discarded).
+    """
+    lanes = re.shape[1]
+    for n in range(rev.size):
+        i2 = 2 * rev[n]
+        w0 = win[i2]
+        w1 = win[i2 + 1]
+        for g in range(lanes):
+            s = start + (f0 + min(g, nl - 1)) * hop + i2
+            re[n, g] = xp[s] * w0
+            im[n, g] = xp[s + 1] * w1
+
+
+@register
+@njit(**JIT)
+def _spectrum_frames(
+    xp, start, n_frames, hop, win, rev, twr, twi, pwr, pwi, out
+):  # pragma: no cover
+    """Power spectra of ``n_frames`` frames of ``xp`` starting at ``start`` into ``out``."""
+    m = rev.size
+    re = np.empty((m, LANES), dtype=np.float32)
+    im = np.empty((m, LANES), dtype=np.float32)
+    p = np.empty((m + 1, LANES), dtype=np.float32)
+    for f0 in range(0, n_frames, LANES):
+        nl = min(LANES, n_frames - f0)
+        _pack(xp, start, f0, nl, hop, win, rev, re, im)
+        cfft_lanes(re, im, twr, twi)
+        rfft_power_lanes(re, im, pwr, pwi, p)
+        for g in range(nl):
+            for k in range(m + 1):
+                out[f0 + g, k] = p[k, g]
+
+
+@register
+@njit(**JIT)
+def _logmel_frames(
+    xp, start, n_frames, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row0
+):  # pragma: no cover
+    """Log-mel rows ``row0 .. row0+n_frames-1`` of ``out`` from frames of ``xp`` at ``start``.
+
+    The mel filters are stored sparsely: band b covers bins mlo[b] .. mhi[b]-1 with weights
+    mw[b, 0 .. mhi[b]-mlo[b]-1] (about 2 nonzeros per bin instead of n_mels per bin).
+    Uses the lane layout (64 frames per FFT pass); see :func:`_logmel_single`.
+    """
+    m = rev.size
+    n_mels = mlo.size
+    re = np.empty((m, LANES), dtype=np.float32)
+    im = np.empty((m, LANES), dtype=np.float32)
+    p = np.empty((m + 1, LANES), dtype=np.float32)
+    acc = np.empty(LANES, dtype=np.float32)
+    floor = np.float32(1e-10)
+    for f0 in range(0, n_frames, LANES):
+        nl = min(LANES, n_frames - f0)
+        _pack(xp, start, f0, nl, hop, win, rev, re, im)
+        cfft_lanes(re, im, twr, twi)
+        rfft_power_lanes(re, im, pwr, pwi, p)
+        for b in range(n_mels):
+            for g in range(LANES):
+                acc[g] = 0.0
+            lo = mlo[b]
+            for k in range(lo, mhi[b]):
+                w = mw[b, k - lo]
+                for g in range(LANES):
+                    acc[g] += w * p[k, g]
+            for g in range(nl):
+                out[row0 + f0 + g, b] = math.log(acc[g] + floor)
+
+
+@register
+@njit(**JIT)
+def _logmel_single(
+    xp, start, n_frames, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row0
+):  # pragma: no cover
+    """Same as :func:`_logmel_frames` one frame at a time (bit-identical; for 1-2 frames)."""
+    m = rev.size
+    n_mels = mlo.size
+    re = np.empty(m, dtype=np.float32)
+    im = np.empty(m, dtype=np.float32)
+    p = np.empty(m + 1, dtype=np.float32)
+    floor = np.float32(1e-10)
+    for f in range(n_frames):
+        s = start + f * hop
+        for n in range(m):
+            i2 = 2 * rev[n]
+            re[n] = xp[s + i2] * win[i2]
+            im[n] = xp[s + i2 + 1] * win[i2 + 1]
+        cfft_1(re, im, twr, twi)
+        rfft_power_1(re, im, pwr, pwi, p)
+        for b in range(n_mels):
+            acc = np.float32(0.0)
+            lo = mlo[b]
+            for k in range(lo, mhi[b]):
+                acc += mw[b, k - lo] * p[k]
+            out[row0 + f, b] = math.log(acc + floor)
+
+
+# FeatureStream state vector (float64; counts are exact integers).
+_S_BUF, _S_SEEN, _S_PREV, _S_COEF, _S_HOP, _S_NFFT, _S_ERR, _S_OUT = range(8)
+
+
+@register
+@njit(**JIT)
+def _stream_step(buf, state, chunk, ftab, itab, mw):  # pragma: no cover - jitted
+    """Append ``chunk`` to the stream buffer (with pre-emphasis) and emit every complete frame.
+
+    Few arguments on purpose: numba's dispatch cost grows with each argument, and this runs
+    every 10-20 ms per channel. Tables are packed (see ``_Tables.packed``); the state vector
+    is described by the ``_S_*`` indices. A non-finite chunk sets ``state[_S_ERR]`` and
+    changes nothing else.
+    """
+    n_mels = mw.shape[0]
+    for i in range(chunk.size):
+        v = chunk[i]
+        if not (v - v == 0.0):
+            state[_S_ERR] = 1.0
+            return np.empty((0, n_mels), dtype=np.float32)
+    hop = int(state[_S_HOP])
+    n_fft = int(state[_S_NFFT])
+    m = n_fft // 2
+    win = ftab[:n_fft]
+    twr = ftab[n_fft : n_fft + m - 1]
+    twi = ftab[n_fft + m - 1 : n_fft + 2 * m - 2]
+    pwr = ftab[n_fft + 2 * m - 2 : n_fft + 3 * m - 1]
+    pwi = ftab[n_fft + 3 * m - 1 : n_fft + 4 * m]
+    rev = itab[:m]
+    mlo = itab[m : m + n_mels]
+    mhi = itab[m + n_mels : m + 2 * n_mels]
+    n = int(state[_S_BUF])
+    total = n + chunk.size
+    k_all = (total - n_fft) // hop + 1 if total >= n_fft else 0
+    out = np.empty((k_all, n_mels), dtype=np.float32)
+    prev = np.float32(state[_S_PREV])
+    c = np.float32(state[_S_COEF])
+    row = 0
+    i = 0
+    cap = buf.size
+    while i < chunk.size:
+        take = min(cap - n, chunk.size - i)
+        for j in range(take):
+            v = np.float32(chunk[i + j])
+            buf[n + j] = v - c * prev if c != 0.0 else v
+            prev = v
+        n += take
+        i += take
+        k = (n - n_fft) // hop + 1 if n >= n_fft else 0
+        if k > 0:
+            if k >= 8:
+                _logmel_frames(buf, 0, k, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row)
+            else:
+                _logmel_single(buf, 0, k, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row)
+            row += k
+            used = k * hop
+            for j in range(n - used):  # keep the unfinished tail (< n_fft samples)
+                buf[j] = buf[j + used]
+            n -= used
+    state[_S_BUF] = n
+    state[_S_SEEN] += chunk.size
+    state[_S_PREV] = prev
+    state[_S_OUT] += row
+    return out
+
+
+class _Tables:
+    """float32 kernel tables for one (sr, n_mels)."""
+
+    def __init__(self, sr: int, n_mels: int) -> None:
+        spec = frame_spec(sr)
+        rev, twr, twi, pwr, pwi = rfft_tables(spec.n_fft)
+        f32 = np.float32
+        self.fft = (
+            fft_window(sr),
+            rev,
+            twr.astype(f32),
+            twi.astype(f32),
+            pwr.astype(f32),
+            pwi.astype(f32),
+        )
+        fb = mel_filterbank(sr, spec.n_fft, n_mels)
+        nz = [np.flatnonzero(row) for row in fb]
+        self.mlo = np.array([z[0] if z.size else 0 for z in nz], dtype=np.int32)
+        self.mhi = np.array([z[-1] + 1 if z.size else 0 for z in nz], dtype=np.int32)
+        width = max(1, int((self.mhi - self.mlo).max()))
+        self.mw = np.zeros((n_mels, width), dtype=f32)
+        for b in range(n_mels):
+            self.mw[b, : self.mhi[b] - self.mlo[b]] = fb[b, self.mlo[b] : self.mhi[b]]
+        self.mel = (self.mlo, self.mhi, self.mw)
+        # Packed copies for the streaming kernel (layout decoded in _stream_step).
+        self.ftab = np.concatenate(self.fft[:1] + self.fft[2:]).astype(f32)
+        self.itab = np.concatenate([rev, self.mlo, self.mhi]).astype(np.int32)
+
+
+@lru_cache(maxsize=16)
+def _tables(sr: int, n_mels: int) -> _Tables:
+    return _Tables(sr, n_mels)
+
+
+def _pad_centre(x: np.ndarray, pad: int) -> np.ndarray:
+    xp = np.zeros(x.size + 2 * pad, dtype=np.float32)
+    xp[pad : pad + x.size] = x
+    return xp
+
+
 def power_spectrogram(x: np.ndarray, sr: int) -> np.ndarray:
     """|STFT|^2 of validated float32 audio, shape ``[frames, n_fft//2+1]`` (float32)."""
     spec = frame_spec(sr)
-    xp = np.pad(x, spec.pad)
-    frames = np.lib.stride_tricks.sliding_window_view(xp, spec.n_fft)[:: spec.hop]
-    z = np.fft.rfft(frames * fft_window(sr), axis=1)
-    return (z.real**2 + z.imag**2).astype(np.float32)
+    n = spec.n_frames(x.size)
+    out = np.empty((n, spec.n_bins), dtype=np.float32)
+    _spectrum_frames(_pad_centre(x, spec.pad), 0, n, spec.hop, *_tables(sr, 40).fft, out)
+    return out
 
 
 def _check_n_mels(n_mels: int, sr: int) -> int:
@@ -114,8 +328,12 @@ def log_mel(x: np.ndarray, sr: int, n_mels: int = 40, preemphasis: float = 0.0) 
     x, sr = check_audio(x, sr)
     n_mels = _check_n_mels(n_mels, sr)
     x = _apply_preemphasis(x, _check_preemphasis(preemphasis))
-    p = power_spectrogram(x, sr)
-    return np.log(p @ mel_filterbank(sr, frame_spec(sr).n_fft, n_mels).T + np.float32(LOG_FLOOR))
+    spec = frame_spec(sr)
+    t = _tables(sr, n_mels)
+    n = spec.n_frames(x.size)
+    out = np.empty((n, n_mels), dtype=np.float32)
+    _logmel_frames(_pad_centre(x, spec.pad), 0, n, spec.hop, *t.fft, *t.mel, out, 0)
+    return out
 
 
 @lru_cache(maxsize=8)
@@ -163,47 +381,45 @@ class FeatureStream:
         self.n_mels = _check_n_mels(n_mels, self.sr)
         self.preemphasis = _check_preemphasis(preemphasis)
         self._spec = frame_spec(self.sr)
-        self._fb = mel_filterbank(self.sr, self._spec.n_fft, self.n_mels)
+        t = _tables(self.sr, self.n_mels)
+        self._ftab, self._itab, self._mw = t.ftab, t.itab, t.mw
         self.reset()
 
     def reset(self) -> None:
         """Forget all audio; the next push starts a new signal."""
-        self._buf = np.zeros(self._spec.pad, dtype=np.float32)  # left centre padding
-        self._prev = 0.0
-        self._n_in = 0
-        self._n_out = 0
-
-    def _frames(self, n: int) -> np.ndarray:
         spec = self._spec
-        if n <= 0:
-            return np.zeros((0, self.n_mels), dtype=np.float32)
-        need = (n - 1) * spec.hop + spec.n_fft
-        frames = np.lib.stride_tricks.sliding_window_view(self._buf[:need], spec.n_fft)[:: spec.hop]
-        z = np.fft.rfft(frames * fft_window(self.sr), axis=1)
-        p = (z.real**2 + z.imag**2).astype(np.float32)
-        self._buf = self._buf[n * spec.hop :]
-        self._n_out += n
-        return np.log(p @ self._fb.T + np.float32(LOG_FLOOR))
+        # Room for 64 hops beyond one frame: long chunks go through the lane kernel in
+        # batches of up to 64 frames; any chunk size works (the kernel loops).
+        self._buf = np.zeros(spec.n_fft + 64 * spec.hop, dtype=np.float32)
+        self._state = np.zeros(8, dtype=np.float64)
+        self._state[_S_BUF] = spec.pad  # the left centre padding: pad zeros already buffered
+        self._state[_S_COEF] = self.preemphasis
+        self._state[_S_HOP] = spec.hop
+        self._state[_S_NFFT] = spec.n_fft
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Append ``chunk`` (1-D float32/float64, finite); return new frames ``[k, n_mels]``."""
-        if isinstance(chunk, np.ndarray) and chunk.ndim == 1 and chunk.size == 0:
-            return np.zeros((0, self.n_mels), dtype=np.float32)
-        x, _ = check_audio(chunk, self.sr)
-        if self.preemphasis:
-            y = _apply_preemphasis(x, self.preemphasis, self._prev)
-            self._prev = float(x[-1])
-            x = y
-        self._buf = np.concatenate([self._buf, x])
-        self._n_in += x.size
-        n = (self._buf.size - self._spec.n_fft) // self._spec.hop + 1
-        return self._frames(n)
+        # Cheap structural checks here; the kernel checks finiteness while copying.
+        if type(chunk) is not np.ndarray or chunk.ndim != 1 or chunk.dtype.char not in "fd":
+            check_audio(chunk, self.sr)  # raises the precise FeatureError
+        out = _stream_step(self._buf, self._state, chunk, self._ftab, self._itab, self._mw)
+        if out.shape[0] == 0 and self._state[_S_ERR]:
+            self._state[_S_ERR] = 0.0
+            raise FeatureError("audio contains NaN or infinite samples")
+        return out
 
     def flush(self) -> np.ndarray:
         """Return the remaining frames (right zero padding) and reset the stream."""
         spec = self._spec
-        total = spec.n_frames(self._n_in) if self._n_in else 0
-        self._buf = np.concatenate([self._buf, np.zeros(spec.pad, dtype=np.float32)])
-        out = self._frames(total - self._n_out)
+        n_in = int(self._state[_S_SEEN])
+        total = spec.n_frames(n_in) if n_in else 0
+        k = total - int(self._state[_S_OUT])
+        out = np.empty((max(k, 0), self.n_mels), dtype=np.float32)
+        if k > 0:
+            n = int(self._state[_S_BUF])
+            xp = np.zeros(n + spec.pad + spec.n_fft, dtype=np.float32)
+            xp[:n] = self._buf[:n]
+            t = _tables(self.sr, self.n_mels)
+            _logmel_frames(xp, 0, k, spec.hop, *t.fft, *t.mel, out, 0)
         self.reset()
         return out
