@@ -91,11 +91,10 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
 
 def cmd_check_config(a: argparse.Namespace) -> int:
-    from appliance.config import ConfigError, describe, load_config, referenced_files
+    from appliance.config import ConfigError, config_reference, load_config, referenced_files
 
     if a.describe:
-        for key, default, help_ in describe():
-            print(f"{key:40s} {default:24s} {help_}")
+        print(config_reference(markdown=a.markdown), end="")
         return 0
     if not a.path:
         print("error: check-config needs a PATH (or --describe)", file=sys.stderr)
@@ -284,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict", action="store_true", help="missing referenced files are errors")
     c.add_argument(
         "--describe", action="store_true", help="print every key with its default and description"
+    )
+    c.add_argument(
+        "--markdown", action="store_true", help="with --describe: the Markdown of docs/config.md"
     )
     c.set_defaults(func=cmd_check_config)
 

@@ -71,8 +71,13 @@ def test_check_config_cli(tmp_path):
     good.write_text('[box]\nid = "b1"\n[mqtt]\nca_file = "missing-ca.pem"\n')
     bad = tmp_path / "bad.toml"
     bad.write_text('[box]\nid = "b1"\ncolour = "red"\n')
+
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "appliance.cli", "check-config", *a], capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "check-config", *a],
+            capture_output=True,
+            text=True,
+        )
 
     r = run(str(good))
     assert r.returncode == 0 and "warning: mqtt.ca_file" in r.stderr
