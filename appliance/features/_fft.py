@@ -251,3 +251,67 @@ def rfft_power_1(re, im, pwr, pwi, p):  # pragma: no cover - jitted
         xr = fer + wr * foe - wi * foi
         xi = fei + wr * foi + wi * foe
         p[k] = xr * xr + xi * xi
+
+
+@register
+@njit(**JIT)
+def rfft_spec_lanes(re, im, pwr, pwi, xr, xi):  # pragma: no cover - jitted
+    """Complex spectrum ``X[0..m]`` (xr/xi ``[m+1, G]``) of real signals packed into re/im."""
+    m, lanes = re.shape
+    half = re.dtype.type(0.5)
+    for k in range(m + 1):
+        k1 = k if k < m else 0
+        k2 = m - k if k > 0 else 0
+        wr = pwr[k]
+        wi = pwi[k]
+        for g in range(lanes):
+            a = re[k1, g]
+            b = im[k1, g]
+            c = re[k2, g]
+            d = im[k2, g]
+            fer = half * (a + c)
+            fei = half * (b - d)
+            foe = half * (b + d)
+            foi = half * (c - a)
+            xr[k, g] = fer + wr * foe - wi * foi
+            xi[k, g] = fei + wr * foi + wi * foe
+
+
+@register
+@njit(**JIT)
+def irfft_lanes(xr, xi, rev, twr, twi, pwr, pwi, re, im, zr, zi):  # pragma: no cover - jitted
+    """Inverse of :func:`rfft_spec_lanes`: real signals of length 2m from ``X[0..m]``.
+
+    Output in re/im ``[m, G]`` as x[2n] = re[n], x[2n+1] = im[n]. zr/zi are scratch.
+    Uses IFFT(Z) = conj(FFT(conj(Z))) / m on the half-length packed spectrum.
+    """
+    m, lanes = re.shape
+    half = re.dtype.type(0.5)
+    for k in range(m):
+        k2 = m - k
+        wr = pwr[k]
+        wi = -pwi[k]  # conj(W^k) = exp(+2j pi k / n)
+        for g in range(lanes):
+            a = xr[k, g]
+            b = xi[k, g]
+            c = xr[k2, g]
+            d = -xi[k2, g]
+            fer = half * (a + c)
+            fei = half * (b + d)
+            dr = half * (a - c)
+            di = half * (b - d)
+            for_ = dr * wr - di * wi
+            foi = dr * wi + di * wr
+            zr[k, g] = fer - foi  # Z = Fe + 1j * Fo
+            zi[k, g] = fei + for_
+    for n in range(m):
+        src = rev[n]
+        for g in range(lanes):
+            re[n, g] = zr[src, g]
+            im[n, g] = -zi[src, g]
+    cfft_lanes(re, im, twr, twi)
+    scale = re.dtype.type(1.0) / m
+    for n in range(m):
+        for g in range(lanes):
+            re[n, g] = re[n, g] * scale
+            im[n, g] = -im[n, g] * scale

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import math
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
@@ -190,7 +189,7 @@ def _stream_step(buf, state, chunk, ftab, itab, mw):  # pragma: no cover - jitte
     n_mels = mw.shape[0]
     for i in range(chunk.size):
         v = chunk[i]
-        if not (v - v == 0.0):
+        if v - v != 0.0:
             state[_S_ERR] = 1.0
             return np.empty((0, n_mels), dtype=np.float32)
     hop = int(state[_S_HOP])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
 
 from ._common import FeatureError, check_audio, frame_spec, register
+from ._fft import JIT, cfft_lanes, irfft_lanes, rfft_spec_lanes, rfft_tables
 
 TROUGH_THRESHOLD = 0.1  # librosa.yin's absolute threshold for picking the first dip
 APERIODICITY_MAX = 0.35  # voiced only if the chosen dip of the CMNDF is below this
@@ -15,36 +17,83 @@ SILENCE_DB = -60.0  # voiced only if frame RMS is above this (dBFS) ...
 RELATIVE_DB = -45.0  # ... and within this many dB of the loudest frame of the input
 
 
+LANES = 64  # blocks transformed together (see _fft)
+
+
 @register
-@njit(cache=True, nogil=True)
-def _yin_kernel(xp, n_frames, hop, w, tau_min, tau_max, sr):  # pragma: no cover - jitted
-    """Per-frame YIN on zero-padded float32 ``xp``.
+@njit(**JIT)
+def _block_acf(xp, n_blocks, hop, tau_max, rev, twr, twi, pwr, pwi):  # pragma: no cover
+    """Lagged products of every hop-sized block, shared by the two frames that contain it.
+
+    ``c[b, tau] = sum_{j<hop} xp[b*hop + j] * xp[b*hop + j + tau]`` for tau = 0..tau_max, via
+    FFT: the block (zero-padded) against the following ``n_fft`` samples; no circular
+    wrap because ``hop + tau_max <= n_fft``. Frame i's autocorrelation over its 2-hop window
+    is then ``c[i] + c[i+1]``, so each block's correlation is computed once, not twice.
+    """
+    m = rev.size
+    c = np.empty((n_blocks, tau_max + 1), dtype=np.float32)
+    re = np.empty((m, LANES), dtype=np.float32)
+    im = np.empty((m, LANES), dtype=np.float32)
+    ar = np.empty((m + 1, LANES), dtype=np.float32)
+    ai = np.empty((m + 1, LANES), dtype=np.float32)
+    br = np.empty((m + 1, LANES), dtype=np.float32)
+    bi = np.empty((m + 1, LANES), dtype=np.float32)
+    zr = np.empty((m, LANES), dtype=np.float32)
+    zi = np.empty((m, LANES), dtype=np.float32)
+    for b0 in range(0, n_blocks, LANES):
+        nl = min(LANES, n_blocks - b0)
+        for n in range(m):  # the segment: 2m samples from the block start
+            i2 = 2 * rev[n]
+            for g in range(LANES):
+                q = (b0 + min(g, nl - 1)) * hop + i2
+                re[n, g] = xp[q]
+                im[n, g] = xp[q + 1]
+        cfft_lanes(re, im, twr, twi)
+        rfft_spec_lanes(re, im, pwr, pwi, ar, ai)
+        for n in range(m):  # the block alone, zero-padded
+            i2 = 2 * rev[n]
+            for g in range(LANES):
+                q = (b0 + min(g, nl - 1)) * hop + i2
+                re[n, g] = xp[q] if i2 < hop else 0.0
+                im[n, g] = xp[q + 1] if i2 + 1 < hop else 0.0
+        cfft_lanes(re, im, twr, twi)
+        rfft_spec_lanes(re, im, pwr, pwi, br, bi)
+        for k in range(m + 1):  # cross-spectrum conj(B) * A
+            for g in range(LANES):
+                pr = br[k, g] * ar[k, g] + bi[k, g] * ai[k, g]
+                pi = br[k, g] * ai[k, g] - bi[k, g] * ar[k, g]
+                ar[k, g] = pr
+                ai[k, g] = pi
+        irfft_lanes(ar, ai, rev, twr, twi, pwr, pwi, re, im, zr, zi)
+        for g in range(nl):
+            for t in range(tau_max + 1):
+                c[b0 + g, t] = re[t // 2, g] if t % 2 == 0 else im[t // 2, g]
+    return c
+
+
+@register
+@njit(**JIT)
+def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  # pragma: no cover
+    """Per-frame YIN on zero-padded float32 ``xp`` with a window of ``w = 2*hop`` samples.
 
     Frame ``i`` compares ``xp[s:s+w]`` with ``xp[s+tau:s+tau+w]`` for ``s = i*hop`` (the caller
     pads so that the analysed span ``w + tau_max`` is centred on ``i*hop`` of the signal).
     Returns (period in samples with parabolic refinement, CMNDF at the dip, normalised
     autocorrelation at the dip, window energy per sample).
     """
+    w = 2 * hop
     n_lag = tau_max + 1
+    c = _block_acf(xp, n_frames + 1, hop, tau_max, rev, twr, twi, pwr, pwi)
     period = np.zeros(n_frames, dtype=np.float64)
     aper = np.ones(n_frames, dtype=np.float64)
     rnorm = np.zeros(n_frames, dtype=np.float64)
     energy = np.zeros(n_frames, dtype=np.float64)
-    r = np.empty(n_lag, dtype=np.float32)
     cmn = np.empty(n_lag, dtype=np.float64)
     et = np.empty(n_lag, dtype=np.float64)
     for i in range(n_frames):
         s = i * hop
-        # Autocorrelation r[tau] = sum_j x[s+j] x[s+j+tau] as an axpy over tau (vectorises).
-        for t in range(n_lag):
-            r[t] = 0.0
-        for j in range(w):
-            a = xp[s + j]
-            if a != 0.0:
-                base = s + j
-                for t in range(n_lag):
-                    r[t] += a * xp[base + t]
-        # Sliding energy of the lagged window, E(tau) = sum_j x[s+tau+j]^2.
+        # Sliding energy of the lagged window, E(tau) = sum_j x[s+tau+j]^2 (float64: the
+        # difference function subtracts nearly equal terms).
         e = 0.0
         for j in range(w):
             e += float(xp[s + j]) * float(xp[s + j])
@@ -56,13 +105,13 @@ def _yin_kernel(xp, n_frames, hop, w, tau_min, tau_max, sr):  # pragma: no cover
             e += b * b - a * a
             et[t] = e if e > 0.0 else 0.0
         energy[i] = e0 / w
-        if e0 <= 1e-12:
+        if e0 <= 1e-10:
             continue
         # Cumulative mean normalised difference (YIN eq. 8).
         cmn[0] = 1.0
         acc = 0.0
         for t in range(1, n_lag):
-            d = e0 + et[t] - 2.0 * r[t]
+            d = e0 + et[t] - 2.0 * (float(c[i, t]) + float(c[i + 1, t]))
             if d < 0.0:
                 d = 0.0
             acc += d
@@ -89,8 +138,15 @@ def _yin_kernel(xp, n_frames, hop, w, tau_min, tau_max, sr):  # pragma: no cover
         period[i] = best + shift
         aper[i] = cmn[best]
         den = math.sqrt(e0 * et[best])
-        rnorm[i] = r[best] / den if den > 0.0 else 0.0
+        r = float(c[i, best]) + float(c[i + 1, best])
+        rnorm[i] = r / den if den > 0.0 else 0.0
     return period, aper, rnorm, energy
+
+
+@lru_cache(maxsize=8)
+def _fft_tables32(n: int) -> tuple[np.ndarray, ...]:
+    rev, twr, twi, pwr, pwi = rfft_tables(n)
+    return (rev,) + tuple(a.astype(np.float32) for a in (twr, twi, pwr, pwi))
 
 
 def _yin_params(sr: int, fmin: float, fmax: float) -> tuple[int, int, int]:
@@ -100,8 +156,9 @@ def _yin_params(sr: int, fmin: float, fmax: float) -> tuple[int, int, int]:
     tau_max = int(math.ceil(sr / fmin))
     if tau_max > sr // 20:  # 50 ms: keeps the per-frame cost bounded
         raise FeatureError(f"fmin={fmin!r} too low (minimum 20 Hz)")
-    w = frame_spec(sr).n_fft // 2  # 16 ms integration window (256 / 128 samples)
-    return tau_min, tau_max, w
+    hop = frame_spec(sr).hop
+    n_fft = 1 << int(math.ceil(math.log2(hop + tau_max + 1)))  # block + max lag, no wrap
+    return tau_min, tau_max, n_fft
 
 
 def yin_analysis(x: np.ndarray, sr: int, fmin: float = 65.0, fmax: float = 400.0):  # type: ignore[no-untyped-def]
@@ -110,13 +167,13 @@ def yin_analysis(x: np.ndarray, sr: int, fmin: float = 65.0, fmax: float = 400.0
     All arrays have ``1 + len(x)//hop`` entries; frame ``i`` is centred on sample ``i*hop``.
     """
     spec = frame_spec(sr)
-    tau_min, tau_max, w = _yin_params(sr, fmin, fmax)
+    tau_min, tau_max, n_fft = _yin_params(sr, fmin, fmax)
     n_frames = spec.n_frames(x.size)
-    span = w + tau_max
-    left = span // 2
-    xp = np.zeros(left + x.size + span + spec.hop, dtype=np.float32)
+    left = (2 * spec.hop + tau_max) // 2  # centre the window+lag span on frame i*hop
+    xp = np.zeros(left + x.size + n_fft + 2 * spec.hop + 2, dtype=np.float32)
     xp[left : left + x.size] = x
-    period, aper, rnorm, energy = _yin_kernel(xp, n_frames, spec.hop, w, tau_min, tau_max, sr)
+    tabs = _fft_tables32(n_fft)
+    period, aper, rnorm, energy = _yin_kernel(xp, n_frames, spec.hop, tau_min, tau_max, *tabs)
     with np.errstate(divide="ignore"):
         f0 = np.where(period > 0, sr / np.maximum(period, 1e-9), 0.0)
     db = 10.0 * np.log10(energy + 1e-20)
@@ -135,7 +192,7 @@ def yin_pitch(x: np.ndarray, sr: int, fmin: float = 65.0, fmax: float = 400.0) -
     """Fundamental frequency in Hz per 10 ms frame (float32 ``[1 + len(x)//hop]``), 0 = unvoiced.
 
     Frame ``i`` is centred on ``i*10 ms`` (librosa ``center=True``, zero padding). YIN
-    (de Cheveigne & Kawahara 2002): difference function over a 16 ms window for lags up to
+    (de Cheveigne & Kawahara 2002): difference function over a 20 ms window for lags up to
     ``ceil(sr/fmin)``, cumulative-mean normalisation, first dip below 0.1 (else the global
     minimum) with parabolic refinement, like ``librosa.yin``. A frame is voiced when the
     dip is below ``APERIODICITY_MAX`` (0.35), its RMS is above -60 dBFS and within 45 dB of
