@@ -52,6 +52,7 @@ FUNCTIONAL_NAMES: tuple[str, ...] = (
 )
 
 HOP_S = 0.01
+PEAK_PROMINENCE = 0.1  # loudness peaks: relative prominence (tuned against openSMILE)
 LEVEL_FLOOR_DB = -100.0
 
 
@@ -71,6 +72,44 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(d == 1)
     ends = np.flatnonzero(d == -1)
     return starts, ends - starts
+
+
+def _clean_voicing(voiced: np.ndarray, gap: int = 2, min_len: int = 3) -> np.ndarray:
+    v = voiced.copy()
+    starts, lengths = _runs(~v)
+    for s0, ln in zip(starts, lengths, strict=True):
+        if ln <= gap and s0 > 0 and s0 + ln < v.size:
+            v[s0 : s0 + ln] = True
+    starts, lengths = _runs(v)
+    for s0, ln in zip(starts, lengths, strict=True):
+        if ln < min_len:
+            v[s0 : s0 + ln] = False
+    return v
+
+
+def _count_peaks(v: np.ndarray, prominence: float) -> int:
+    """Peaks that rise and then fall by ``prominence`` x (max - min) of the contour."""
+    if v.size < 3:
+        return 0
+    thr = prominence * float(v.max() - v.min())
+    if thr <= 0.0:
+        return 0
+    count = 0
+    trough = float(v[0])
+    cand = None
+    for val in v.tolist():
+        if cand is None:
+            if val < trough:
+                trough = val
+            elif val - trough > thr:
+                cand = val
+        elif val > cand:
+            cand = val
+        elif cand - val > thr:
+            count += 1
+            trough = val
+            cand = None
+    return count
 
 
 def _rise_fall(v: np.ndarray) -> tuple[float, float]:
@@ -212,12 +251,10 @@ def functionals(x: np.ndarray, sr: int) -> dict[str, float]:
             "hammarberg_db",
         ):
             out[k] = 0.0
-    mag = np.sqrt(power)
-    tot = mag.sum(axis=1)
-    active = tot > 1e-8
-    if active.sum() >= 2:
-        nm = mag[active] / tot[active, None]
-        out["spectral_flux_mean"] = float(np.mean(np.sum(np.diff(nm, axis=0) ** 2, axis=1)))
+    # Flux: L2 norm of the change of the (unnormalised) magnitude spectrum between frames.
+    if n >= 2:
+        mag = np.sqrt(power)
+        out["spectral_flux_mean"] = float(np.mean(np.linalg.norm(np.diff(mag, axis=0), axis=1)))
     else:
         out["spectral_flux_mean"] = 0.0
 
@@ -226,17 +263,15 @@ def functionals(x: np.ndarray, sr: int) -> dict[str, float]:
         out[f"mfcc{k}_mean"] = float(cep[:, k].mean())
         out[f"mfcc{k}_std"] = float(cep[:, k].std())
 
-    # Temporal structure.
-    _, ul = _runs(~voiced)
-    out["voiced_segments_per_sec"] = float(lengths.size / duration)
+    # Temporal structure, on a cleaned voicing mask: unvoiced gaps of <= 2 frames bridged,
+    # voiced runs shorter than 3 frames dropped (tuned against openSMILE's segment counts).
+    _, vl = _runs(_clean_voicing(voiced))
+    _, ul = _runs(~_clean_voicing(voiced))
+    out["voiced_segments_per_sec"] = float(vl.size / duration)
     out["unvoiced_segments_per_sec"] = float(ul.size / duration)
-    out["voiced_segment_mean_s"] = float(lengths.mean() * HOP_S) if lengths.size else 0.0
+    out["voiced_segment_mean_s"] = float(vl.mean() * HOP_S) if vl.size else 0.0
     out["unvoiced_segment_mean_s"] = float(ul.mean() * HOP_S) if ul.size else 0.0
-    if loud.size >= 3:
-        peaks = (loud[1:-1] > loud[:-2]) & (loud[1:-1] >= loud[2:]) & (loud[1:-1] > 1e-6)
-        out["loudness_peaks_per_sec"] = float(peaks.sum() / duration)
-    else:
-        out["loudness_peaks_per_sec"] = 0.0
+    out["loudness_peaks_per_sec"] = float(_count_peaks(loud, PEAK_PROMINENCE) / duration)
     ms = float(np.mean(np.square(x, dtype=np.float64)))
     out["equivalent_sound_level_db"] = max(LEVEL_FLOOR_DB, 10.0 * np.log10(ms + 1e-30))
 
