@@ -12,6 +12,7 @@ from ._common import FeatureError, check_audio, frame_spec, register
 from ._fft import JIT, cfft_lanes, irfft_lanes, rfft_spec_lanes, rfft_tables
 
 TROUGH_THRESHOLD = 0.1  # librosa.yin's absolute threshold for picking the first dip
+FALLBACK_TOL = 0.05  # no dip below the threshold: first dip within this of the global minimum
 APERIODICITY_MAX = 0.35  # voiced only if the chosen dip of the CMNDF is below this
 SILENCE_DB = -60.0  # voiced only if frame RMS is above this (dBFS) ...
 RELATIVE_DB = -45.0  # ... and within this many dB of the loudest frame of the input
@@ -116,7 +117,10 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
                 d = 0.0
             acc += d
             cmn[t] = d * t / acc if acc > 0.0 else 1.0
-        # First local minimum below the threshold, else the global minimum (as librosa.yin).
+        # First local minimum below the threshold (as librosa.yin). Where there is none,
+        # librosa takes the global minimum, which on band-limited or breathy speech is often
+        # a multiple of the period (octave-down errors); we take the first local minimum
+        # within FALLBACK_TOL of the global one instead.
         best = -1
         gmin = tau_min
         for t in range(tau_min, n_lag):
@@ -129,8 +133,14 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
                     best = t
         if best < 0:
             best = gmin
+            lim = cmn[gmin] + FALLBACK_TOL
+            for t in range(tau_min, gmin):
+                left_ok = t == tau_min or cmn[t] < cmn[t - 1]
+                if left_ok and cmn[t] <= cmn[t + 1] and cmn[t] < lim:
+                    best = t
+                    break
         shift = 0.0
-        if tau_min < best < tau_max:
+        if 1 < best < tau_max:  # cmn[tau_min - 1] exists: refine at the fmax edge too
             pa = cmn[best + 1] + cmn[best - 1] - 2.0 * cmn[best]
             pb = (cmn[best + 1] - cmn[best - 1]) / 2.0
             if abs(pb) < abs(pa):
