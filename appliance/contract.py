@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 import uuid
 from functools import cache
@@ -46,24 +47,35 @@ def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(schema(kind))
 
 
-def _walk(value: Any, path: str) -> None:
+def _walk(value: Any, path: str, depth: int = 0) -> None:
+    if depth > 8:
+        raise ContractError(f"{path}: nested too deeply")
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             raise ContractError(f"{path}: string of {len(value)} characters (max {MAX_STRING})")
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ContractError(f"{path}: whitespace or control characters (free text) not allowed")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ContractError(f"{path}: non-finite number not allowed")
     elif isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str) or k.lower() in FORBIDDEN_KEYS:
                 raise ContractError(f"{path}.{k}: key not allowed in a published payload")
-            _walk(v, f"{path}.{k}")
+            _walk(v, f"{path}.{k}", depth + 1)
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            _walk(v, f"{path}[{i}]")
+            _walk(v, f"{path}[{i}]", depth + 1)
     elif isinstance(value, (bytes, bytearray, memoryview)):
         raise ContractError(f"{path}: binary data not allowed")
+    elif value is not None and not isinstance(value, (bool, int)):
+        raise ContractError(f"{path}: {type(value).__name__} is not a JSON value")
 
 
 def check_payload(kind: str, payload: dict) -> None:
     """Raise ContractError unless `payload` is an allowed `kind` message."""
+    if not isinstance(payload, dict):
+        raise ContractError(f"{kind}: payload must be an object, not {type(payload).__name__}")
     _walk(payload, kind)
     errors = sorted(_validator(kind).iter_errors(payload), key=lambda e: list(e.path))
     if errors:
@@ -86,6 +98,27 @@ def new_message(kind: str, box_id: str, body: dict, ts: float | None = None) -> 
     }
 
 
+def status_message(
+    box_id: str, state: str, seq: int, acked_seq: int, software_version: str
+) -> dict:
+    """The retained availability message; doubles as the publisher's delivery checkpoint.
+
+    `seq` is the highest outbox seq written so far (status messages do not consume seq
+    numbers); `acked_seq` is the highest seq such that every row up to it had been
+    acknowledged by the broker before this status was published.
+    """
+    return {
+        "schema": f"status/{SCHEMA_VERSION}",
+        "msg_id": str(uuid.uuid4()),
+        "seq": max(0, int(seq)),
+        "box_id": box_id,
+        "ts": round(time.time(), 3),
+        "state": state,
+        "acked_seq": max(0, int(acked_seq)),
+        "software_version": software_version,
+    }
+
+
 def topic(prefix: str, box_id: str, kind: str) -> str:
     """`<prefix>/v1/<box>/<kind>`; inbound commands under `<prefix>/v1/<box>/cmd/<name>`."""
     leaf = "cmd/call" if kind == "cmd_call" else kind
@@ -98,13 +131,18 @@ def pseudonymise(reference: str, key: bytes) -> str:
     return "c-" + digest[:20]
 
 
-def parse_command(raw: bytes) -> dict:
+def parse_command(raw: Any) -> dict:
     """Decode and validate an inbound call command; ContractError names the reason."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise ContractError(f"command payload of type {type(raw).__name__}")
+    raw = bytes(raw)
     if len(raw) > CMD_MAX_BYTES:
         raise ContractError(f"command of {len(raw)} bytes exceeds {CMD_MAX_BYTES}")
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ContractError(f"command is not JSON: {str(exc)[:100]}") from exc
     if not isinstance(data, dict):
         raise ContractError("command must be a JSON object")

@@ -1,9 +1,26 @@
 """The one publishing path: outbox rows to MQTT with QoS 1, marked sent only on PUBACK.
 
-paho's own offline queue lives in memory, so we never rely on it: rows stay in SQLite until
-the broker acknowledged them, and are published again after a reconnect (subscribers
-de-duplicate by `msg_id`). Every payload passes `contract.check_payload` right before
-`client.publish`; nothing else in the code base calls `publish`.
+Durability rules (see docs/mqtt.md):
+
+* Rows are written by the store in the same SQLite transaction as the scores. They are never
+  deleted on send: a row gets a `sent_at` when the broker acknowledged it (PUBACK) and stays
+  until retention prunes it.
+* paho's own offline queue lives in memory, so we never rely on it: rows stay pending in SQLite
+  until acknowledged and are published again after a restart of this process (subscribers
+  de-duplicate by `msg_id`). Rows go out in `seq` order, at most `max_inflight` unacknowledged.
+* mosquitto acknowledges a PUBLISH before it writes it to disk (`autosave_interval`), so a
+  hard-killed broker can lose rows we already marked sent. The retained `status` message is
+  our checkpoint: every status carries `acked_seq` (every row up to it was acknowledged before
+  the status was published), and mosquitto saves retained messages and queued messages in one
+  snapshot. After each (re)connect the publisher subscribes to its own status topic, publishes
+  a *non-retained* probe status and waits for its echo; a retained status that arrives before
+  the echo is the checkpoint the broker kept. Rows acknowledged after it are marked pending and
+  sent again (duplicates, never losses); only then is a retained status with the new
+  checkpoint published. A broker that lost everything has no retained status: every sent row
+  is sent again. The last will carries the last checkpoint confirmed on the broker; a will
+  that turns out to claim more than a restarted broker kept is remembered and discounted.
+* Every payload passes `contract.check_payload` right before `client.publish`; nothing else in
+  the code base calls `publish`. Refusals are logged and counted.
 """
 
 from __future__ import annotations
@@ -17,14 +34,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 
 from appliance import __version__, contract
-from appliance.store import connect, immediate, migrate
+from appliance.store import _last_seq, acked_watermark, connect, immediate, migrate
+
+CHECKPOINT_KEY = "mqtt.checkpoint"
 
 log = logging.getLogger(__name__)
+
+_NO_CHECKPOINT = -1
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,18 @@ class BrokerSettings:
     """Keep-alive seconds."""
     batch_size: int = 100
     """Rows taken from the outbox per round."""
+    max_inflight: int = 50
+    """Published rows awaiting PUBACK at most."""
+    reconnect_min_delay: float = 1.0
+    """First reconnect delay (s); doubles up to `reconnect_max_delay`."""
+    reconnect_max_delay: float = 30.0
+    """Longest reconnect delay (s)."""
+    checkpoint_interval: float = 2.0
+    """Seconds between retained status checkpoints while rows are being acknowledged."""
+    sync_timeout: float = 5.0
+    """Seconds to wait for the echo of our own status after a connect before sending anyway."""
+    resend_after: float = 60.0
+    """A row unacknowledged this long on a live connection is published again."""
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
@@ -64,6 +98,16 @@ def parse_url(url: str) -> tuple[str, int, bool]:
         )
     tls = u.scheme == "mqtts"
     return u.hostname, u.port or (8883 if tls else 1883), tls
+
+
+def _acked(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether paho saw the PUBACK of `info` (also for messages first queued while offline)."""
+    try:
+        return info.is_published()
+    except ValueError:  # never queued (queue full)
+        return False
+    except RuntimeError:  # published while disconnected: paho still sends it after reconnect
+        return bool(getattr(info, "_published", False))
 
 
 class Publisher:
@@ -79,17 +123,39 @@ class Publisher:
         self.db_path = Path(db_path)
         self.on_command = on_command
         self.connected = threading.Event()
+        """Set while a connection to the broker is up."""
+        self.synced = threading.Event()
+        """Set once the broker's checkpoint was checked on the current connection (rows flow)."""
+        # counters (read by health and tests)
         self.published = 0
         self.acked = 0
         self.refused = 0
+        self.resent = 0
+        self.connects = 0
+        self.commands_accepted = 0
         self.commands_rejected = 0
+        self.last_reject_reason = ""
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
-        self._inflight: dict[int, int] = {}  # paho mid -> outbox seq
-        self._acked: list[int] = []
         self._thread: threading.Thread | None = None
-        self._seq_queued: set[int] = set()
+        # worker-thread state: seq -> (paho info, monotonic time published)
+        self._infos: dict[int, tuple[mqtt.MQTTMessageInfo, float]] = {}
+        self._skip: set[int] = set()  # stored rows the contract refuses (logged once)
+        # sync state (network thread writes, worker reads; under _lock)
+        self._sync_msg_id = ""
+        self._sync_echo = False
+        self._checkpoint = _NO_CHECKPOINT
+        self._sync_started = 0.0
+        self._watermark = 0
+        self._last_seq = 0
+        self._last_checkpoint = (-1, 0.0)  # (acked_seq, monotonic) of the last retained status
+        self._cp = 0  # last checkpoint confirmed retained on the broker (persisted in settings)
+        self._cp_saved = 0
+        self._will_id = ""  # msg_id of the will the next/current connection carries
+        self._conn_will: tuple[str, int] = ("", 0)
+        self._will_floor: dict[str, int] = {}  # wills that claim more than the broker kept
+        self._will_acked = 0
         host, port, tls = parse_url(settings.url)
         self._host, self._port = host, port
         s = settings
@@ -99,9 +165,11 @@ class Publisher:
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
-        self.client.max_inflight_messages_set(50)
+        self.client.max_inflight_messages_set(max(1, s.max_inflight))
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self.client.reconnect_delay_set(
+            min_delay=s.reconnect_min_delay, max_delay=s.reconnect_max_delay
+        )
         if s.username:
             self.client.username_pw_set(s.username, s.password or None)
         if tls:
@@ -109,13 +177,11 @@ class Publisher:
                 ca_certs=s.ca_file or None,
                 certfile=s.cert_file or None,
                 keyfile=s.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         self.status_topic = contract.topic(s.prefix, s.box_id, "status")
         self.command_topic = contract.topic(s.prefix, s.box_id, "cmd_call")
-        self.client.will_set(
-            self.status_topic, json.dumps(self._status("offline")), qos=1, retain=True
-        )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -124,16 +190,16 @@ class Publisher:
     # -- the one publishing function -------------------------------------------------
 
     def publish_payload(
-        self, kind: str, payload: dict, retain: bool = False
+        self, kind: str, payload: Any, retain: bool = False
     ) -> mqtt.MQTTMessageInfo | None:
         """Validate against the contract, then publish with QoS 1. Refusals are logged and counted."""
         try:
             contract.check_payload(kind, payload)
-        except contract.ContractError as exc:
+            body = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+        except (contract.ContractError, ValueError, TypeError) as exc:
             self.refused += 1
             log.error("refused to publish %s: %s", kind, exc)
             return None
-        body = json.dumps(payload, separators=(",", ":"))
         return self.client.publish(
             contract.topic(self.settings.prefix, self.settings.box_id, kind),
             body,
@@ -141,18 +207,38 @@ class Publisher:
             retain=retain,
         )
 
-    def _status(self, state: str) -> dict:
-        return {
-            "schema": "status/1",
-            "box_id": self.settings.box_id,
-            "state": state,
-            "ts": round(time.time(), 3),
-            "software_version": __version__,
-        }
+    def _status(self, state: str, acked: int | None = None) -> dict:
+        with self._lock:
+            seq = self._last_seq
+            acked = self._watermark if acked is None else acked
+        return contract.status_message(self.settings.box_id, state, seq, acked, __version__)
+
+    def _set_will(self) -> None:
+        """The last will: offline, with the last checkpoint confirmed on the broker."""
+        with self._lock:
+            cp = self._cp
+        will = self._status("offline", acked=cp)
+        contract.check_payload("status", will)
+        self.client.will_set(self.status_topic, json.dumps(will), qos=1, retain=True)
+        with self._lock:
+            self._will_id = will["msg_id"]
+            self._will_acked = cp
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        db = connect(self.db_path)
+        try:
+            migrate(db)
+            self._refresh_marks(db)
+            row = db.execute(
+                "SELECT value FROM settings WHERE key = ?", [CHECKPOINT_KEY]
+            ).fetchone()
+            with contextlib.suppress(TypeError, ValueError):
+                self._cp = self._cp_saved = min(int(row[0]), self._watermark)
+        finally:
+            db.conn.close()
+        self._set_will()
         self.client.connect_async(self._host, self._port, keepalive=self.settings.keepalive)
         self.client.loop_start()
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
@@ -163,18 +249,41 @@ class Publisher:
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish offline status, drain acknowledgements briefly, disconnect."""
+        """Mark what was acknowledged, publish offline status (final checkpoint), disconnect."""
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
-        if self.connected.is_set():
-            info = self.publish_payload("status", self._status("offline"), retain=True)
+        if self.connected.is_set() and self.synced.is_set():
+            status = self._status("offline")
+            info = self.publish_payload("status", status, retain=True)
             if info is not None:
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=2)
+                if _acked(info):
+                    with self._lock:
+                        self._cp = max(self._cp, status["acked_seq"])
         self.client.disconnect()
         self.client.loop_stop()
+        self._save_checkpoint()
+
+    def _save_checkpoint(self, db=None) -> None:
+        with self._lock:
+            cp = self._cp
+        if cp == self._cp_saved:
+            return
+        own = db is None
+        db = db or connect(self.db_path)
+        try:
+            db.conn.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
+                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [CHECKPOINT_KEY, str(cp), time.time()],
+            )
+            self._cp_saved = cp
+        finally:
+            if own:
+                db.conn.close()
 
     def pending(self) -> int:
         db = connect(self.db_path)
@@ -184,14 +293,18 @@ class Publisher:
             db.conn.close()
 
     def flush(self, timeout: float) -> bool:
-        """Block until no outbox row is pending; False on timeout."""
+        """Block until the broker's checkpoint was handled and no outbox row is pending.
+
+        False on timeout (including when the broker could not be reached at all).
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pending() == 0:
+        while True:
+            if self.synced.is_set() and self.connected.is_set() and self.pending() == 0:
                 return True
+            if time.monotonic() >= deadline:
+                return False
             self.wake()
             time.sleep(0.05)
-        return self.pending() == 0
 
     # -- paho callbacks (network thread) -------------------------------------------------
 
@@ -199,12 +312,21 @@ class Publisher:
         if reason_code.is_failure:
             log.warning("broker refused connection: %s", reason_code)
             return
+        self.connects += 1
         log.info("connected to %s:%s", self._host, self._port)
+        probe = self._status("online", acked=self._cp)
         with self._lock:
-            self._inflight.clear()
-            self._seq_queued.clear()
-        self.publish_payload("status", self._status("online"), retain=True)
-        client.subscribe(self.command_topic, qos=1)
+            self._sync_msg_id = probe["msg_id"]
+            self._sync_echo = False
+            self._checkpoint = _NO_CHECKPOINT
+            self._sync_started = time.monotonic()
+            self._conn_will = (self._will_id, self._will_acked)
+        self.synced.clear()
+        # Order matters: the broker answers the SUBSCRIBE with the retained status it kept
+        # (our checkpoint) before it routes the probe we publish next back to us. The probe is
+        # not retained: it must not overwrite the checkpoint before we have read it.
+        client.subscribe([(self.status_topic, 1), (self.command_topic, 1)])
+        self.publish_payload("status", probe, retain=False)
         self.connected.set()
         self._wake.set()
 
@@ -212,95 +334,226 @@ class Publisher:
         if self.connected.is_set():
             log.warning("disconnected from broker: %s", reason_code)
         self.connected.clear()
-        with self._lock:
-            self._inflight.clear()
-            self._seq_queued.clear()
+        self.synced.clear()
+        with contextlib.suppress(Exception):
+            self._set_will()  # the next connection's last will carries the current checkpoint
 
     def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
-        with self._lock:
-            seq = self._inflight.pop(mid, None)
-            if seq is not None:
-                self._acked.append(seq)
-        if seq is not None:
-            self._wake.set()
+        self._wake.set()
 
     def _on_message(self, client, userdata, message) -> None:
+        """Inbound messages: our own status (checkpoint) and call commands. Never raises."""
         try:
-            cmd = contract.parse_command(message.payload)
-        except contract.ContractError as exc:
-            self.commands_rejected += 1
-            log.warning("rejected command on %s: %s", message.topic, exc)
-            return
-        if self.on_command is not None:
             try:
-                self.on_command(cmd)
-            except Exception:  # a bad command must never take the daemon down
-                self.commands_rejected += 1
-                log.exception("command handler failed")
+                topic = message.topic
+            except (UnicodeDecodeError, AttributeError) as exc:
+                self._reject(f"undecodable topic: {exc}", "?")
+                return
+            if topic == self.status_topic:
+                self._on_status(message)
+                return
+            if topic != self.command_topic:
+                self._reject("unexpected topic", topic)
+                return
+            try:
+                cmd = contract.parse_command(message.payload)
+            except contract.ContractError as exc:
+                self._reject(str(exc), topic)
+                return
+            if self.on_command is not None:
+                try:
+                    self.on_command(cmd)
+                except Exception as exc:  # a bad command must never take the daemon down
+                    self._reject(f"handler failed: {type(exc).__name__}", topic)
+                    log.debug("command handler failed", exc_info=True)
+                    return
+            self.commands_accepted += 1
+        except Exception:  # pragma: no cover - last line of defence for the network thread
+            self.commands_rejected += 1
+            log.exception("inbound message handling failed")
+
+    def _reject(self, reason: str, topic: str) -> None:
+        self.commands_rejected += 1
+        self.last_reject_reason = reason[:200]
+        log.warning("rejected message on %s: %s", topic[:200], reason[:200])
+
+    def _on_status(self, message) -> None:
+        try:
+            data = json.loads(bytes(message.payload).decode("utf-8"))
+            contract.check_payload("status", data)
+        except (ValueError, TypeError, RecursionError, contract.ContractError):
+            return  # not a status of ours (or an empty retained message clearing the topic)
+        if data.get("box_id") != self.settings.box_id:
+            return
+        with self._lock:
+            if self._sync_echo:
+                return
+            if data["msg_id"] == self._sync_msg_id:
+                self._sync_echo = True
+            elif getattr(message, "retain", False):
+                cp = int(data["acked_seq"])
+                floor = self._will_floor.get(data["msg_id"])
+                self._checkpoint = cp if floor is None else min(cp, floor)
+        self._wake.set()
 
     # -- worker thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
         db = connect(self.db_path)
-        migrate(db)
         try:
             while not self._stop.is_set():
-                self._wake.wait(0.25)
+                self._wake.wait(0.02 if self._infos else 0.25)
                 self._wake.clear()
-                self._mark_acked(db)
-                if self.connected.is_set():
-                    self._send_pending(db)
-            self._mark_acked(db)
+                try:
+                    self._collect_acks(db)
+                    if self.connected.is_set() and not self.synced.is_set():
+                        self._try_sync(db)
+                    if self.connected.is_set() and self.synced.is_set():
+                        self._send_pending(db)
+                        self._maybe_checkpoint(db)
+                except Exception:  # keep the thread alive: the next round retries
+                    log.exception("publisher round failed")
+                    time.sleep(0.5)
+            self._collect_acks(db)
         finally:
             db.conn.close()
 
-    def _mark_acked(self, db) -> None:
+    def _refresh_marks(self, db) -> None:
+        wm, last = acked_watermark(db), _last_seq(db)
         with self._lock:
-            acked, self._acked = self._acked, []
-        if not acked:
-            return
-        now = time.time()
-        with immediate(db):
-            db.conn.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
-                [(now, s) for s in acked],
+            self._watermark, self._last_seq = wm, last
+
+    def _collect_acks(self, db) -> None:
+        now = time.monotonic()
+        acked = [seq for seq, (info, _) in self._infos.items() if _acked(info)]
+        stale = [
+            seq
+            for seq, (info, t) in self._infos.items()
+            if seq not in acked and now - t > self.settings.resend_after and self.synced.is_set()
+        ]
+        for seq in stale:  # paho may still deliver it: a duplicate, never a loss
+            log.warning(
+                "row %d unacknowledged for %.0f s: publishing it again",
+                seq,
+                now - self._infos[seq][1],
             )
-        self.acked += len(acked)
+            del self._infos[seq]
+        if acked:
+            ts = time.time()
+            with immediate(db):
+                db.conn.executemany(
+                    "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
+                    [(ts, s) for s in acked],
+                )
+            for seq in acked:
+                del self._infos[seq]
+            self.acked += len(acked)
+        self._refresh_marks(db)
+
+    def _try_sync(self, db) -> None:
         with self._lock:
-            self._seq_queued.difference_update(acked)
+            echo, checkpoint, started = self._sync_echo, self._checkpoint, self._sync_started
+        if echo:
+            self._resend_after_checkpoint(db, checkpoint)
+            with self._lock:
+                will_id, will_acked = self._conn_will
+                if will_acked > checkpoint:
+                    # this connection's will claims rows the broker may not have: discount it
+                    self._will_floor[will_id] = max(checkpoint, 0)
+                wm = self._watermark
+            self.synced.set()
+            self._publish_checkpoint(wm)
+        elif time.monotonic() - started > self.settings.sync_timeout:
+            log.warning(
+                "no echo of our status on %s within %.0f s (does the ACL let the box read it?):"
+                " sending without the broker-restart check",
+                self.status_topic,
+                self.settings.sync_timeout,
+            )
+            self.synced.set()
+
+    def _resend_after_checkpoint(self, db, checkpoint: int) -> None:
+        """Rows acknowledged after the broker's kept checkpoint may be lost: send them again."""
+        with self._lock:
+            last = self._last_seq
+        if checkpoint > last:
+            log.warning(
+                "broker checkpoint seq %d is ahead of this database (%d): another database"
+                " publishes as box %s?",
+                checkpoint,
+                last,
+                self.settings.box_id,
+            )
+            return
+        floor = max(checkpoint, 0)
+        with immediate(db):
+            cur = db.conn.execute(
+                "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL AND seq > ?", [floor]
+            )
+            n = cur.rowcount or 0
+            if n:
+                db.conn.execute(
+                    "INSERT INTO events (at, kind, detail) VALUES (?, 'outbox_resend', ?)",
+                    [time.time(), json.dumps({"checkpoint": checkpoint, "rows": n})],
+                )
+        if n:
+            self.resent += n
+            log.warning(
+                "broker kept checkpoint %s: re-sending %d acknowledged row(s) after it",
+                "none" if checkpoint == _NO_CHECKPOINT else f"seq {checkpoint}",
+                n,
+            )
+            self._refresh_marks(db)
 
     def _send_pending(self, db) -> None:
+        room = max(0, 2 * self.settings.max_inflight - len(self._infos))
+        if room == 0:
+            return
         rows = db.execute(
             "SELECT seq, kind, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
-            [self.settings.batch_size],
+            [min(self.settings.batch_size, room) + len(self._infos) + len(self._skip)],
         ).fetchall()
+        sent = []
         for seq, kind, payload in rows:
-            with self._lock:
-                if seq in self._seq_queued:
-                    continue
-            if not self.connected.is_set():
-                return
-            info = self.publish_payload(kind, json.loads(payload))
-            if info is None:
+            if seq in self._infos or seq in self._skip:
                 continue
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                return  # connection dropped mid-batch; the reconnect resends
-            with self._lock:
-                self._seq_queued.add(seq)
-                self._inflight[info.mid] = seq
-            # A loopback PUBACK can beat the registration above; paho still flags the info.
+            if len(sent) >= room or not self.connected.is_set():
+                break
             try:
-                done = info.is_published()
-            except (RuntimeError, ValueError):
-                done = False
-            if done:
-                with self._lock:
-                    if self._inflight.pop(info.mid, None) is not None:
-                        self._acked.append(seq)
+                data = json.loads(payload)
+            except ValueError:
+                data = None
+            info = self.publish_payload(kind, data)
+            if info is None:
+                self._skip.add(seq)
+                log.error("outbox row %d is refused by the contract: it stays pending", seq)
+                continue
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                break
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of row %d failed: %s", seq, mqtt.error_string(info.rc))
+                break
+            self._infos[seq] = (info, time.monotonic())
+            sent.append(seq)
             self.published += 1
-        if rows:
+        if sent:
             with immediate(db):
                 db.conn.executemany(
                     "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?",
-                    [(r[0],) for r in rows],
+                    [(s,) for s in sent],
                 )
+
+    def _maybe_checkpoint(self, db) -> None:
+        with self._lock:
+            wm = self._watermark
+        last_wm, last_t = self._last_checkpoint
+        if wm > last_wm and time.monotonic() - last_t >= self.settings.checkpoint_interval:
+            self._publish_checkpoint(wm)
+        self._save_checkpoint(db)
+
+    def _publish_checkpoint(self, wm: int) -> None:
+        """Retained online status: the broker now holds every row up to `wm`."""
+        if self.publish_payload("status", self._status("online", acked=wm), retain=True):
+            self._last_checkpoint = (wm, time.monotonic())
+            with self._lock:
+                self._cp = wm

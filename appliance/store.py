@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 migrations = Migrations("appliance")
 
+OUTBOX_MAX_ROWS = 200_000
+LAST_SEQ_KEY = "outbox.last_seq"
+
 
 @migrations()
 def m001_initial(db: sqlite_utils.Database) -> None:
@@ -191,15 +194,27 @@ class StorageFull(RuntimeError):
 class Store:
     """The single writer of a database. Thread-safe: calls are serialised by a lock."""
 
-    def __init__(self, path: str | Path, box_id: str = "box-01", min_free_mb: float = 0.0):
+    def __init__(
+        self,
+        path: str | Path,
+        box_id: str = "box-01",
+        min_free_mb: float = 0.0,
+        outbox_max_rows: int = OUTBOX_MAX_ROWS,
+    ):
         self.path = Path(path)
         self.box_id = box_id
         self.min_free_mb = min_free_mb
+        self.outbox_max_rows = max(1, int(outbox_max_rows))
         self.db = connect(self.path)
         migrate(self.db)
         self._lock = threading.Lock()
         self.transcripts_suspended = False
         """Set when free disk fell below `min_free_mb`: transcripts are skipped, scores go on."""
+        self.outbox_alarm = False
+        """Set while more than `outbox_max_rows` rows wait for the broker (health alarm `outbox_full`)."""
+        self.outbox_dropped = 0
+        """Superseded low-priority rows (live call updates, health) dropped by the cap since start."""
+        self._rows_since_cap_check: int | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -208,30 +223,83 @@ class Store:
     # -- writes -------------------------------------------------------------------------
 
     def _enqueue(self, messages: list[tuple[str, dict]]) -> list[dict]:
-        """Insert outbox rows inside the caller's transaction; returns the stamped payloads."""
-        out = []
+        """Insert outbox rows inside the caller's transaction; returns the stamped payloads.
+
+        `seq` continues from the highest seq ever issued (kept in `settings`, so retention
+        pruning every sent row never makes a box reuse a seq). Each payload is checked against
+        the contract here too, so a row that could never be published is never queued: the
+        caller's whole transaction (scores included) fails loudly instead.
+        """
+        out: list[dict] = []
         if not messages:
             return out
-        row = self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()
-        seq = int(row[0])
+        seq = _last_seq(self.db)
         now = time.time()
+        rows = []
         for kind, payload in messages:
             seq += 1
             payload = {**payload, "seq": seq}
             contract.check_payload(kind, payload)
-            self.db["outbox"].insert(
-                {
-                    "seq": seq,
-                    "msg_id": payload["msg_id"],
-                    "kind": kind,
-                    "payload": json.dumps(payload, separators=(",", ":")),
-                    "created_at": now,
-                    "sent_at": None,
-                    "attempts": 0,
-                }
+            rows.append(
+                (seq, payload["msg_id"], kind, json.dumps(payload, separators=(",", ":")), now)
             )
             out.append(payload)
+        self.db.conn.executemany(
+            "INSERT INTO outbox (seq, msg_id, kind, payload, created_at, sent_at, attempts)"
+            " VALUES (?, ?, ?, ?, ?, NULL, 0)",
+            rows,
+        )
+        self.db.conn.execute(
+            "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [LAST_SEQ_KEY, str(seq), now],
+        )
+        self._check_outbox_cap(len(rows))
         return out
+
+    def _check_outbox_cap(self, added: int) -> None:
+        """Outbox size cap (inside the writer's transaction), checked every few hundred rows.
+
+        Above the cap the alarm is raised and the oldest pending *superseded* rows are dropped
+        (live call updates and health snapshots: a later `call`/`health` message replaces
+        them). Utterance scores, ended calls, relationships and alerts are never dropped: if
+        they alone exceed the cap the alarm stays raised and they keep being queued.
+        """
+        cap = self.outbox_max_rows
+        every = max(1, min(256, cap // 20))
+        if self._rows_since_cap_check is not None:
+            self._rows_since_cap_check += added
+            if self._rows_since_cap_check < every:
+                return
+        self._rows_since_cap_check = 0
+        pending = self.db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+        if pending > cap:
+            excess = pending - int(cap * 0.9)
+            cur = self.db.conn.execute(
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE sent_at IS NULL AND"
+                " (kind = 'health' OR (kind = 'call' AND json_extract(payload, '$.state') = 'live'))"
+                " ORDER BY seq LIMIT ?)",
+                [excess],
+            )
+            dropped = cur.rowcount or 0
+            self.outbox_dropped += dropped
+            pending -= dropped
+            self.db.conn.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?, 'outbox_full', ?)",
+                [time.time(), json.dumps({"pending": pending, "cap": cap, "dropped": dropped})],
+            )
+        alarm = pending > cap
+        if alarm != self.outbox_alarm:
+            (log.error if alarm else log.warning)(
+                "outbox %s: %d rows pending (cap %d, %d superseded rows dropped so far)",
+                "over its cap" if alarm else "back under its cap",
+                pending,
+                cap,
+                self.outbox_dropped,
+            )
+        elif pending > cap * 0.9 and self.outbox_dropped:
+            log.warning("outbox near its cap: %d rows pending (cap %d)", pending, cap)
+        self.outbox_alarm = alarm
 
     def _check_disk(self) -> None:
         if self.min_free_mb <= 0:
@@ -323,13 +391,33 @@ class Store:
 _PKS = {"calls": "id", "relationships": "customer_ref", "alerts": "id", "settings": "key"}
 
 
-def outbox_status(path: str | Path) -> dict[str, Any]:
+def _last_seq(db: sqlite_utils.Database) -> int:
+    """The highest outbox seq ever issued (survives retention pruning every row)."""
+    row = db.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0),"
+        " COALESCE((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?), 0))",
+        [LAST_SEQ_KEY],
+    ).fetchone()
+    return int(row[0] or 0)
+
+
+def acked_watermark(db: sqlite_utils.Database) -> int:
+    """Highest seq such that every outbox row up to it has a sent time."""
+    first_pending = db.execute("SELECT MIN(seq) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+    if first_pending is not None:
+        return int(first_pending) - 1
+    return _last_seq(db)
+
+
+def outbox_status(path: str | Path, max_rows: int | None = None) -> dict[str, Any]:
     """Counts for `appliance outbox status`."""
     db = connect(path)
     try:
         migrate(db)
         row = db.execute(
-            "SELECT COUNT(*), SUM(sent_at IS NULL), SUM(sent_at IS NOT NULL), MIN(CASE WHEN sent_at IS NULL THEN created_at END) FROM outbox"
+            "SELECT COUNT(*), SUM(sent_at IS NULL), SUM(sent_at IS NOT NULL),"
+            " MIN(CASE WHEN sent_at IS NULL THEN created_at END), MAX(sent_at),"
+            " SUM(CASE WHEN sent_at IS NULL THEN attempts > 0 ELSE 0 END) FROM outbox"
         ).fetchone()
         per_kind = dict(
             db.execute(
@@ -337,13 +425,21 @@ def outbox_status(path: str | Path) -> dict[str, Any]:
             ).fetchall()
         )
         oldest = row[3]
+        pending = row[1] or 0
+        cap = max_rows or OUTBOX_MAX_ROWS
         return {
             "db": str(path),
             "rows": row[0] or 0,
-            "pending": row[1] or 0,
+            "pending": pending,
             "sent": row[2] or 0,
             "pending_by_kind": per_kind,
+            "pending_retried": row[5] or 0,
             "oldest_pending_age_s": round(time.time() - oldest, 1) if oldest else None,
+            "last_sent_at": round(row[4], 3) if row[4] else None,
+            "last_seq": _last_seq(db),
+            "acked_seq": acked_watermark(db),
+            "max_rows": cap,
+            "alarm": pending > cap,
         }
     finally:
         db.conn.close()
