@@ -125,7 +125,7 @@ def _logmel_frames(
     re = np.empty((m, LANES), dtype=np.float32)
     im = np.empty((m, LANES), dtype=np.float32)
     p = np.empty((m + 1, LANES), dtype=np.float32)
-    acc = np.empty(LANES, dtype=np.float32)
+    acc = np.empty((4, LANES), dtype=np.float32)
     floor = np.float32(1e-10)
     for f0 in range(0, n_frames, LANES):
         nl = min(LANES, n_frames - f0)
@@ -133,15 +133,18 @@ def _logmel_frames(
         cfft_lanes(re, im, twr, twi)
         rfft_power_lanes(re, im, pwr, pwi, p)
         for b in range(n_mels):
-            for g in range(LANES):
-                acc[g] = 0.0
             lo = mlo[b]
+            for q in range(4):
+                for g in range(LANES):
+                    acc[q, g] = 0.0
             for k in range(lo, mhi[b]):
                 w = mw[b, k - lo]
+                q = (k - lo) & 3
                 for g in range(LANES):
-                    acc[g] += w * p[k, g]
+                    acc[q, g] += w * p[k, g]
             for g in range(nl):
-                out[row0 + f0 + g, b] = math.log(acc[g] + floor)
+                tot = (acc[0, g] + acc[1, g]) + (acc[2, g] + acc[3, g])
+                out[row0 + f0 + g, b] = math.log(tot + floor)
 
 
 @register
@@ -165,11 +168,28 @@ def _logmel_single(
         cfft_1(re, im, twr, twi)
         rfft_power_1(re, im, pwr, pwi, p)
         for b in range(n_mels):
-            acc = np.float32(0.0)
+            # Four interleaved partial sums: breaks the add-latency chain (no fastmath, so
+            # LLVM may not reassociate); the lane kernel sums in exactly the same order.
             lo = mlo[b]
-            for k in range(lo, mhi[b]):
-                acc += mw[b, k - lo] * p[k]
-            out[row0 + f, b] = math.log(acc + floor)
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            hi = mhi[b]
+            k = lo
+            while k + 3 < hi:
+                a0 += mw[b, k - lo] * p[k]
+                a1 += mw[b, k - lo + 1] * p[k + 1]
+                a2 += mw[b, k - lo + 2] * p[k + 2]
+                a3 += mw[b, k - lo + 3] * p[k + 3]
+                k += 4
+            if k < hi:
+                a0 += mw[b, k - lo] * p[k]
+            if k + 1 < hi:
+                a1 += mw[b, k - lo + 1] * p[k + 1]
+            if k + 2 < hi:
+                a2 += mw[b, k - lo + 2] * p[k + 2]
+            out[row0 + f, b] = math.log((a0 + a1) + (a2 + a3) + floor)
 
 
 # FeatureStream state vector (float64; counts are exact integers).
