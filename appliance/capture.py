@@ -8,7 +8,6 @@ into agent/customer, or two mono devices). The pipeline does not know which one 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -73,7 +72,15 @@ class WavReplaySource:
 
 
 class SoundDeviceSource:
-    """Live capture of one position through PortAudio (sounddevice)."""
+    """Live capture of one position through PortAudio (sounddevice).
+
+    One stereo device (agent and customer on two channels of a USB headset adapter or handset
+    tap) or two mono devices (`customer_device`). Blocking reads of 20 ms from the thread that
+    iterates `chunks()`: the device paces the loop, and when the consumer falls behind PortAudio
+    reports an input overflow, which is counted in `overruns` (the stream goes on). Samples are
+    read as int16, the native format of USB audio class devices, so no float conversion plugin
+    sits between the application and ALSA; they are scaled to float32 here.
+    """
 
     def __init__(
         self,
@@ -82,7 +89,8 @@ class SoundDeviceSource:
         agent_channel: int,
         customer_channel: int,
         customer_device: str | int | None = None,
-        max_backlog_s: float = 5.0,
+        max_backlog_s: float = 0.5,
+        dtype: str = "int16",
     ):
         import sounddevice as sd  # imported here: PortAudio is needed only for live capture
 
@@ -90,76 +98,111 @@ class SoundDeviceSource:
         self.capture_rate = samplerate
         self.sample_rate = samplerate if samplerate in (8000, 16000) else 16000
         self.overruns = 0
-        """Chunks dropped because the pipeline fell behind (or PortAudio reported an overflow)."""
-        self._q: queue.Queue = queue.Queue(maxsize=max(4, int(max_backlog_s / CHUNK_S)))
+        """Input overflows reported by PortAudio (the reader fell behind the device)."""
+        self.frames_read = 0
+        """Frames read per device since the source opened."""
+        self.dtype = dtype
         self._closed = threading.Event()
-        blocksize = int(samplerate * CHUNK_S)
+        self._blocksize = int(samplerate * CHUNK_S)
         dev = _device(device)
-        self._streams = []
-        if customer_device in (None, ""):
-            channels = max(agent_channel, customer_channel) + 1
-            self._map = {"agent": (0, agent_channel), "customer": (0, customer_channel)}
-            self._streams.append(self._open(sd, dev, channels, blocksize, 0))
-        else:
-            self._map = {"agent": (0, agent_channel), "customer": (1, customer_channel)}
-            self._parts: dict[int, np.ndarray] = {}
-            self._streams.append(self._open(sd, dev, agent_channel + 1, blocksize, 0))
-            self._streams.append(
-                self._open(sd, _device(customer_device), customer_channel + 1, blocksize, 1)
-            )
-        self._pending: dict[int, list[np.ndarray]] = {0: [], 1: []}
-        for s in self._streams:
-            s.start()
+        self._streams: list = []
+        try:
+            if customer_device in (None, ""):
+                channels = max(agent_channel, customer_channel) + 1
+                self._map = {"agent": (0, agent_channel), "customer": (0, customer_channel)}
+                self._streams.append(self._open(sd, dev, channels, max_backlog_s))
+            else:
+                self._map = {"agent": (0, agent_channel), "customer": (1, customer_channel)}
+                self._streams.append(self._open(sd, dev, agent_channel + 1, max_backlog_s))
+                self._streams.append(
+                    self._open(sd, _device(customer_device), customer_channel + 1, max_backlog_s)
+                )
+            for s in self._streams:
+                s.start()
+        except BaseException:
+            self.close()
+            raise
+        self.device_names = [str(s.device) for s in self._streams]
 
-    def _open(self, sd, device, channels: int, blocksize: int, slot: int):
-        def callback(indata, frames, time_info, status) -> None:
-            if status.input_overflow:
-                self.overruns += 1
-            try:
-                self._q.put_nowait((slot, indata.copy()))
-            except queue.Full:
-                self.overruns += 1
-
+    def _open(self, sd, device, channels: int, latency: float):
         return sd.InputStream(
             device=device,
             channels=channels,
             samplerate=self.capture_rate,
-            blocksize=blocksize,
-            dtype="float32",
-            callback=callback,
+            blocksize=self._blocksize,
+            dtype=self.dtype,
+            latency=latency,
         )
 
-    def chunks(self) -> Iterator[dict[Speaker, np.ndarray]]:
-        from appliance.resample import resample
+    def _to_float(self, x: np.ndarray) -> np.ndarray:
+        if x.dtype == np.int16:
+            return x.astype(np.float32) * np.float32(1.0 / 32768.0)
+        if x.dtype == np.int32:
+            return (x.astype(np.float64) * (1.0 / 2147483648.0)).astype(np.float32)
+        return np.ascontiguousarray(x, dtype=np.float32)
 
+    def chunks(self) -> Iterator[dict[Speaker, np.ndarray]]:
+        resamplers: dict[str, _ChunkResampler] = {}
+        if self.capture_rate != self.sample_rate:
+            resamplers = {
+                sp: _ChunkResampler(self.capture_rate, self.sample_rate, self._blocksize)
+                for sp in self._map
+            }
         while not self._closed.is_set():
-            try:
-                slot, block = self._q.get(timeout=0.5)
-            except queue.Empty:
-                if not any(s.active for s in self._streams):
-                    return
-                continue
-            self._pending[slot].append(block)
-            slots_needed = {s for s, _ in self._map.values()}
-            if not all(self._pending[s] for s in slots_needed):
-                continue
-            blocks = {s: self._pending[s].pop(0) for s in slots_needed}
+            blocks = []
+            for s in self._streams:
+                data, overflowed = s.read(self._blocksize)
+                if overflowed:
+                    self.overruns += 1
+                blocks.append(data)
+            self.frames_read += self._blocksize
             out: dict[Speaker, np.ndarray] = {}
-            for speaker, (s, ch) in self._map.items():
-                x = np.ascontiguousarray(blocks[s][:, ch])
-                if self.capture_rate != self.sample_rate:
-                    x = resample(x, self.capture_rate, self.sample_rate)
+            for speaker, (slot, ch) in self._map.items():
+                x = self._to_float(np.ascontiguousarray(blocks[slot][:, ch]))
+                if resamplers:
+                    x = resamplers[speaker].push(x)
                 out[speaker] = x  # type: ignore[index]
-            yield out
+            if all(len(x) for x in out.values()):
+                yield out
 
     def close(self) -> None:
+        """Stop and close the streams. Call it from the thread that iterates `chunks()`."""
         self._closed.set()
-        for s in self._streams:
+        streams, self._streams = self._streams, []
+        for s in streams:
             try:
                 s.stop()
                 s.close()
             except Exception:  # PortAudio errors on a vanished device must not block shutdown
                 log.exception("closing capture stream")
+
+
+class _ChunkResampler:
+    """Resamples consecutive equal chunks without clicks at their edges.
+
+    Each chunk is filtered together with its two neighbours and only its own span is kept, so
+    the result equals resampling the whole stream; the price is one chunk (20 ms) of delay.
+    """
+
+    def __init__(self, sr_in: int, sr_out: int, n_in: int):
+        self.sr_in, self.sr_out = sr_in, sr_out
+        self.n_in = n_in
+        self.n_out = -(-n_in * sr_out // sr_in)
+        self._prev = np.zeros(n_in, np.float32)
+        self._cur: np.ndarray | None = None
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Take the next chunk, return the resampled previous one (empty on the first call)."""
+        from appliance.resample import resample
+
+        if self._cur is None:
+            self._cur = x
+            return np.zeros(0, np.float32)
+        y = resample(np.concatenate([self._prev, self._cur, x]), self.sr_in, self.sr_out)
+        a = -(-self.n_in * self.sr_out // self.sr_in)
+        out = y[a : a + self.n_out]
+        self._prev, self._cur = self._cur, x
+        return out
 
 
 def _device(device: str | int | None) -> str | int | None:

@@ -1,0 +1,369 @@
+"""Daemon logic with a fake emotion engine and injected sources (no sound card, no model needed)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.audio import read_wav
+from appliance.config import config_from_dict
+from appliance.daemon import Daemon, DaemonOptions, PanelCommands, run_daemon
+from appliance.store import connect
+from appliance.types import EmotionResult
+
+DEMO = Path(__file__).resolve().parent.parent / "appliance" / "data" / "demo_call.wav"
+CHUNK = 320  # 20 ms at 16 kHz
+
+
+class FakeEmotion:
+    info = {"name": "fake", "version": "0.0.1-test", "sha256": "0" * 64, "providers": ["CPU"]}
+
+    def new_state(self):
+        return {"n": 0}
+
+    def infer(self, audio, sr, state):
+        state["n"] += 1
+        level = float(np.sqrt(np.mean(np.square(audio)))) if len(audio) else 0.0
+        return EmotionResult("angry" if level > 0.1 else "neutral", 0.8, 0.5, 0.2, -0.3, False)
+
+
+class FakeEngines:
+    emotion = FakeEmotion()
+    transcriber = None
+    load_s = 0.0
+
+
+class ScriptedSource:
+    """A 'device': the given stereo frames as 20 ms chunks, then silence until closed.
+
+    `paced` sleeps 1 ms per chunk so commands can interleave; `fail_after` raises like a
+    vanished USB device.
+    """
+
+    sample_rate = 16000
+
+    def __init__(self, agent=None, customer=None, fail_after: int | None = None):
+        self.agent = np.zeros(0, np.float32) if agent is None else agent
+        self.customer = np.zeros(0, np.float32) if customer is None else customer
+        self.overruns = 0
+        self.fail_after = fail_after
+        self.closed = False
+
+    def chunks(self):
+        i = 0
+        n = len(self.customer)
+        zero = np.zeros(CHUNK, np.float32)
+        while not self.closed:
+            if self.fail_after is not None and i >= self.fail_after:
+                raise OSError("device vanished")
+            s = i * CHUNK
+            if s < n:
+                a = self.agent[s : s + CHUNK]
+                c = self.customer[s : s + CHUNK]
+                if len(c) < CHUNK:
+                    a = np.pad(a, (0, CHUNK - len(a)))
+                    c = np.pad(c, (0, CHUNK - len(c)))
+            else:
+                a = c = zero
+                time.sleep(0.001)
+            i += 1
+            yield {"agent": a, "customer": c}
+
+    def close(self):
+        self.closed = True
+
+
+def _cfg(tmp_path: Path, **extra) -> object:
+    data = {
+        "box": {"id": "box-t"},
+        "paths": {"db": str(tmp_path / "a.db")},
+        "stt": {"engine": "none"},
+        "positions": [{"id": "pos-1", "device": "fake"}],
+        "retention": {"min_free_mb": 0.0},
+    }
+    data.update(extra)
+    return config_from_dict(data, base_dir=tmp_path)
+
+
+def _opts(**kw) -> DaemonOptions:
+    base = dict(
+        silence_end_s=4.0,
+        retry_s=0.2,
+        panel_poll_s=0.05,
+        health_interval_s=0.2,
+        metrics="127.0.0.1:0",
+    )
+    base.update(kw)
+    return DaemonOptions(**base)
+
+
+class Running:
+    """Start a Daemon in this thread, run its main loop in another; stop on exit."""
+
+    def __init__(self, cfg, factory, opts=None):
+        self.d = Daemon(cfg, engines=FakeEngines(), source_factory=factory, options=opts or _opts())
+
+    def __enter__(self):
+        self.d.start()
+        self.t = threading.Thread(target=self.d.run, daemon=True)
+        self.t.start()
+        return self.d
+
+    def __exit__(self, *exc):
+        self.d.stop_event.set()
+        self.t.join(10)
+        self.d.stop()
+
+
+def _rows(db_path, sql, args=()):
+    db = connect(db_path, readonly=True)
+    try:
+        return [tuple(r) for r in db.execute(sql, args).fetchall()]
+    finally:
+        db.conn.close()
+
+
+def _wait(pred, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return True
+        except Exception:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def demo():
+    rec = read_wav(DEMO)
+    return rec.channels[0], rec.channels[1]
+
+
+def test_auto_call_opens_on_customer_speech_and_ends_on_silence(tmp_path, demo):
+    cfg = _cfg(tmp_path)
+    db = cfg.resolve(cfg.paths.db)
+    agent, customer = demo
+    sources = []
+
+    def factory(pos):
+        src = ScriptedSource(agent, customer) if not sources else ScriptedSource()
+        sources.append(src)
+        return src
+
+    with Running(cfg, factory) as d:
+        assert _wait(lambda: _rows(db, "SELECT state FROM calls") == [("ended",)])
+        port = d.metrics_server.server_address[1]
+        assert _wait(lambda: d.health.last is not None and d.health.last["utterances"] > 0)
+        time.sleep(0.3)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert "appliance_up 1" in text
+    assert 'appliance_stream_connected{position="pos-1"} 1' in text
+    assert 'appliance_info{software_version="' in text
+    (call_id, position, call_type, state) = _rows(
+        db, "SELECT id, position, call_type, state FROM calls"
+    )[0]
+    assert (position, call_type, state) == ("pos-1", "support", "ended")
+    utts = _rows(db, "SELECT speaker, emotion_label, start FROM utterances ORDER BY start")
+    customer_utts = [u for u in utts if u[0] == "customer"]
+    assert len(customer_utts) >= 8
+    assert all(u[1] is not None for u in customer_utts)
+    assert all(u[1] is None for u in utts if u[0] == "agent")  # EU AI Act: no agent emotion
+    # the customer's first words (6.1 s into the recording) are in the call thanks to the pre-roll
+    assert min(u[2] for u in customer_utts) < 1.5
+    kinds = dict(_rows(db, "SELECT kind, COUNT(*) FROM outbox GROUP BY kind"))
+    assert kinds["utterance"] == len(utts) and kinds["call"] >= 2 and kinds["health"] >= 1
+    health = json.loads(_rows(db, "SELECT value FROM settings WHERE key='health'")[0][0])
+    assert health["box_id"] == "box-t" and health["streams"][0]["position"] == "pos-1"
+    assert health["emotion_model"]["version"] == "0.0.1-test"
+    assert health["stt"]["engine"] == "none"
+
+
+def test_cti_start_update_end_and_adoption(tmp_path):
+    cfg = _cfg(tmp_path)
+    db = cfg.resolve(cfg.paths.db)
+    with Running(cfg, lambda pos: ScriptedSource()) as d:
+        d.dispatch({"position": "pos-1", "action": "update", "customer": "CRM-1"})
+        d.dispatch({"position": "pos-1", "action": "start", "call_type": "sales"})
+        assert _wait(lambda: len(_rows(db, "SELECT id FROM calls")) == 1)
+        time.sleep(0.5)  # silence: a managed call does not end after silence_end_s...
+        d.dispatch({"position": "pos-1", "action": "update", "segment": "gold"})
+        assert _wait(lambda: _rows(db, "SELECT segment FROM calls") == [("gold",)])
+        assert _rows(db, "SELECT state FROM calls") == [("live",)]
+        d.dispatch({"position": "pos-1", "action": "end"})
+        assert _wait(lambda: _rows(db, "SELECT state FROM calls") == [("ended",)])
+        with pytest.raises(ValueError, match="unknown position"):
+            d.dispatch({"position": "nope", "action": "start"})
+    row = _rows(db, "SELECT customer_ref, call_type, segment, state FROM calls")[0]
+    assert row == ("CRM-1", "sales", "gold", "ended")
+
+
+def test_managed_call_survives_silence_that_ends_an_auto_call(tmp_path):
+    cfg = _cfg(tmp_path)
+    db = cfg.resolve(cfg.paths.db)
+    with Running(cfg, lambda pos: ScriptedSource(), _opts(silence_end_s=0.1)) as d:
+        d.dispatch({"position": "pos-1", "action": "start"})
+        assert _wait(lambda: len(_rows(db, "SELECT id FROM calls")) == 1)
+        time.sleep(1.0)  # > 0.1 s of silence in audio time many times over
+        assert _rows(db, "SELECT state FROM calls") == [("live",)]
+    # stopping the daemon closes the open call
+    assert _rows(db, "SELECT state FROM calls") == [("ended",)]
+
+
+def test_panel_command_row_is_applied_once(tmp_path):
+    cfg = _cfg(tmp_path)
+    db = cfg.resolve(cfg.paths.db)
+    with Running(cfg, lambda pos: ScriptedSource()) as d:
+        panel = connect(db)
+        try:
+
+            def put(cmd):
+                panel["settings"].upsert(
+                    {"key": "cmd:pos-1", "value": json.dumps(cmd), "updated_at": time.time()},
+                    pk="key",
+                )
+
+            put({"position": "pos-1", "action": "start", "customer": "C-9"})
+            assert _wait(lambda: _rows(db, "SELECT customer_ref FROM calls") == [("C-9",)])
+            time.sleep(0.3)  # polled again: not applied twice
+            assert len(_rows(db, "SELECT id FROM calls")) == 1
+            put({"position": "pos-1", "action": "end"})
+            assert _wait(lambda: _rows(db, "SELECT state FROM calls") == [("ended",)])
+            put({"position": "pos-1", "action": "start", "customer": "bad value with spaces"})
+            time.sleep(0.3)
+            assert len(_rows(db, "SELECT id FROM calls")) == 1  # rejected by the contract
+        finally:
+            panel.conn.close()
+        assert d.commands_applied == 2
+
+
+def test_panel_commands_older_than_start_are_ignored(tmp_path):
+    db = tmp_path / "p.db"
+    from appliance.store import Store
+
+    s = Store(db)
+    s.write(
+        upserts={
+            "settings": [
+                {
+                    "key": "cmd:pos-1",
+                    "value": '{"position":"pos-1","action":"start"}',
+                    "updated_at": 1.0,
+                },
+                {
+                    "key": "cmd:pos-2",
+                    "value": '{"position":"pos-1","action":"start"}',
+                    "updated_at": 5.0,
+                },
+            ]
+        }
+    )
+    p = PanelCommands(db, since=2.0)
+    assert p.poll() == []  # pos-1 is stale; pos-2's row names another position
+    p.close()
+    s.close()
+
+
+def test_device_failure_is_retried_and_does_not_stop_the_daemon(tmp_path):
+    cfg = _cfg(tmp_path)
+    calls = []
+
+    def factory(pos):
+        calls.append(pos.id)
+        if len(calls) == 1:
+            raise OSError("no such device")
+        if len(calls) == 2:
+            return ScriptedSource(fail_after=5)
+        return ScriptedSource()
+
+    with Running(cfg, factory) as d:
+        w = d.workers["pos-1"]
+        assert _wait(lambda: len(calls) >= 3 and w.stats.connected, timeout=10)
+        assert w.stats.device_errors == 2
+        assert d.healthy()
+
+
+def test_mqtt_cti_command_and_status(tmp_path):
+    from appliance.broker import LocalBroker, find_mosquitto
+
+    if find_mosquitto() is None:
+        pytest.skip("mosquitto not installed")
+    import paho.mqtt.client as mqtt
+
+    with LocalBroker(persistence=False) as broker:
+        cfg = _cfg(tmp_path, mqtt={"url": broker.url})
+        db = cfg.resolve(cfg.paths.db)
+        with Running(cfg, lambda pos: ScriptedSource()) as d:
+            assert d.publisher.connected.wait(10)
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cti-test")
+            c.connect("127.0.0.1", broker.port)
+            c.loop_start()
+            try:
+                cmd = {
+                    "position": "pos-1",
+                    "action": "start",
+                    "customer": "CRM-7",
+                    "segment": "vip",
+                }
+                c.publish("callcenter/v1/box-t/cmd/call", json.dumps(cmd), qos=1).wait_for_publish(
+                    5
+                )
+                assert _wait(lambda: _rows(db, "SELECT customer_ref FROM calls") == [("CRM-7",)])
+                c.publish(
+                    "callcenter/v1/box-t/cmd/call",
+                    json.dumps({"position": "pos-1", "action": "end"}),
+                    qos=1,
+                ).wait_for_publish(5)
+                assert _wait(lambda: _rows(db, "SELECT state FROM calls") == [("ended",)])
+                assert _wait(lambda: d.health.last and d.health.last["broker_connected"])
+            finally:
+                c.loop_stop()
+                c.disconnect()
+
+
+def test_run_daemon_stops_on_event_and_reports_start_failure(tmp_path, monkeypatch):
+    cfg = _cfg(tmp_path)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    rc = run_daemon(
+        cfg,
+        engines=FakeEngines(),
+        source_factory=lambda pos: ScriptedSource(),
+        options=_opts(),
+        stop_event=stop,
+    )
+    assert rc == 0
+
+    import appliance.runtime
+
+    def boom(cfg):
+        raise RuntimeError("model card missing")
+
+    monkeypatch.setattr(appliance.runtime, "load_engines", boom)
+    assert run_daemon(cfg, options=_opts(), stop_event=threading.Event()) == 1
+
+
+def test_two_positions_are_independent(tmp_path, demo):
+    agent, customer = demo
+    cfg = _cfg(
+        tmp_path,
+        positions=[{"id": "pos-1", "device": "a"}, {"id": "pos-2", "device": "b"}],
+    )
+    db = cfg.resolve(cfg.paths.db)
+
+    def factory(pos):
+        return (
+            ScriptedSource(agent[: 16000 * 16], customer[: 16000 * 16])
+            if pos.id == "pos-2"
+            else ScriptedSource()
+        )
+
+    with Running(cfg, factory, _opts(silence_end_s=2.0)):
+        assert _wait(lambda: _rows(db, "SELECT position, state FROM calls") == [("pos-2", "ended")])
