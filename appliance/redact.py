@@ -84,6 +84,7 @@ _CVV_CUES = (
     ("code", "on", "the", "back"), ("three", "digit", "code"), ("3", "digit", "code"),
     ("four", "digit", "code"), ("4", "digit", "code"), ("verification", "code"),
     ("card", "verification"), ("security", "number"), ("three", "digits", "on", "the", "back"),
+    ("code",), ("pin",),
 )  # fmt: skip
 _EXPIRY_CUES = (
     ("expires",), ("expiry",), ("expiration",), ("exp",), ("expire",), ("expiring",),
@@ -104,6 +105,13 @@ _ID_CUES = (
 _CONTEXT_WINDOW = 8
 _CVV_WINDOW = 10
 _EXPIRY_WINDOW = 4
+_AFTER_CARD_WINDOW = 12
+# "<word> code" that is not a card security code.
+_OTHER_CODES = {
+    "zip", "postal", "post", "postcode", "area", "promo", "promotional", "discount",
+    "country", "error", "tracking", "booking", "reference", "confirmation", "sort",
+}  # fmt: skip
+_AMOUNT_WORDS = {"dollars", "dollar", "pounds", "euros", "bucks", "cents", "percent", "minutes"}
 
 _STRIP = "\"'()[]{}<>.,;:!?*`“”‘’"
 _RE_DIGITS_TOKEN = re.compile(r"^[+#]?\d[\d,\-/.]*$")
@@ -405,6 +413,8 @@ def _spans(tokens: Sequence[str], partial: bool = False) -> list[tuple[int, int,
         if not run.digits or any(taken[run.start : run.end]):
             continue
         cue = _has_cue(norm, run.start - _CVV_WINDOW, run.start, _CVV_CUES)
+        if cue >= 2 and norm[cue - 1] == "code" and norm[cue - 2] in _OTHER_CODES:
+            cue = -1
         if cue >= 0 and 3 <= len(run.digits) <= 5:
             # 3-4 digits; 5 when the recogniser glued a filler digit on
             take(run.start, run.end, "CVV")
@@ -445,6 +455,18 @@ def _spans(tokens: Sequence[str], partial: bool = False) -> list[tuple[int, int,
             tag = "NUMBER"
         if tag:
             take(run.start, run.end, tag)
+
+    # 6. A 3-4 digit run shortly after a card number is its security code (or expiry) even
+    #    when the recogniser garbled the cue ("you already called this one two three").
+    card_ends = [b for a, b, tag in spans if tag == "CARD"]
+    for run in runs:
+        if not run.digits or any(taken[run.start : run.end]) or not 3 <= len(run.digits) <= 4:
+            continue
+        if run.end < len(norm) and norm[run.end] in _AMOUNT_WORDS:
+            continue
+        if any(0 <= run.start - b <= _AFTER_CARD_WINDOW for b in card_ends):
+            year = len(run.digits) == 4 and run.digits.startswith("20")
+            take(run.start, run.end, "EXPIRY" if year else "CVV")
     spans.sort()
     return spans
 

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -63,6 +64,10 @@ VOSK_SMALL_EN_US_015_SHA256 = "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f
 _KNOWN_VOSK_ZIPS = {"vosk-model-small-en-us-0.15.zip": VOSK_SMALL_EN_US_015_SHA256}
 _INSTALL_META = ".appliance-model.json"
 _WHISPER_SR = 16000
+#: Cap on generated tokens per second of audio (fast speech is ~5; loops produce far more).
+_TOKENS_PER_SECOND = 10
+_MAX_TOKENS = 220
+_LOOP_COMPRESSION_RATIO = 2.4
 
 
 class SttError(RuntimeError):
@@ -339,6 +344,14 @@ def _offline_guards() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _looped(text: str) -> bool:
+    """Whisper's own loop test: text that zlib compresses more than 2.4:1 is repetitive."""
+    raw = text.encode()
+    if len(raw) < 40:
+        return False
+    return len(raw) / len(zlib.compress(raw)) > _LOOP_COMPRESSION_RATIO
+
+
 class _BufferedStream:
     """Whisper has no streaming: buffer the utterance and decode it on finish()."""
 
@@ -372,6 +385,7 @@ class WhisperTranscriber:
         threads: int = 1,
         beam_size: int = 1,
         sha256: str | None = None,
+        repetition_penalty: float = 1.1,
     ):
         bundled = not model_dir
         self.model_path = bundled_whisper_path() if bundled else Path(model_dir)
@@ -387,6 +401,7 @@ class WhisperTranscriber:
             )
         self.threads = int(threads)
         self.beam_size = int(beam_size)
+        self.repetition_penalty = float(repetition_penalty)
         self.bundled = bundled
         self._model = self._load()
 
@@ -412,13 +427,9 @@ class WhisperTranscriber:
     def stream(self, sr: int) -> TranscriberStream:
         return _BufferedStream(self, sr)
 
-    def transcribe(self, audio: np.ndarray, sr: int) -> Transcript:
-        x = _check_audio(audio, sr)
-        if sr != _WHISPER_SR:
-            x = resample(x, sr, _WHISPER_SR)
-        duration = x.size / _WHISPER_SR
-        if duration < 0.1:  # nothing a decoder could use; Whisper hallucinates on near-silence
-            return Transcript(text="", words=(), engine=self.name, final=True)
+    def _decode(
+        self, x: np.ndarray, duration: float, repetition_penalty: float
+    ) -> tuple[list[str], list[Word]]:
         segments, _info = self._model.transcribe(
             x,
             language="en",
@@ -428,6 +439,11 @@ class WhisperTranscriber:
             word_timestamps=True,
             condition_on_previous_text=False,
             without_timestamps=False,
+            # No temperature fallback: it samples (non-deterministic) and re-decodes up to six
+            # times, which turned a 1 s decode into 20 s on digit strings.
+            temperature=0.0,
+            repetition_penalty=repetition_penalty,
+            max_new_tokens=min(_MAX_TOKENS, 16 + int(_TOKENS_PER_SECOND * min(duration, 30.0))),
         )
         texts: list[str] = []
         words: list[Word] = []
@@ -435,6 +451,22 @@ class WhisperTranscriber:
             texts.append(seg.text.strip())
             for w in seg.words or ():
                 words.append(Word(w.word, float(w.start), float(w.end), float(w.probability)))
+        return texts, words
+
+    def transcribe(self, audio: np.ndarray, sr: int) -> Transcript:
+        x = _check_audio(audio, sr)
+        if sr != _WHISPER_SR:
+            x = resample(x, sr, _WHISPER_SR)
+        duration = x.size / _WHISPER_SR
+        if duration < 0.1:  # nothing a decoder could use; Whisper hallucinates on near-silence
+            return Transcript(text="", words=(), engine=self.name, final=True)
+        texts, words = self._decode(x, duration, 1.0)
+        if _looped(" ".join(texts)):
+            # Greedy decoding loops on monotone digit strings ("41, 41, 41, ..."), dropping the
+            # rest of the utterance. Re-decode once with a repetition penalty: deterministic,
+            # unlike Whisper's temperature fallback, and only paid when a loop happened (the
+            # penalty costs accuracy on ordinary speech, so it is not applied up front).
+            texts, words = self._decode(x, duration, self.repetition_penalty)
         return _finalise(" ".join(texts), words, self.name, duration)
 
 

@@ -373,3 +373,24 @@ def test_redact_words_keeps_timing_and_count() -> None:
 
 def test_empty() -> None:
     assert redact("") == Redaction("", {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # recogniser garbled the cue: a short run right after a card is still a security code
+        (
+            "My card number is 4111 1111 1111 1111, you already called this one two three.",
+            "My card number is [CARD], you already called this [CVV].",
+        ),
+        (
+            "My card number is 4111111111111111 The code is 1,2,3.",
+            "My card number is [CARD] The code is [CVV].",
+        ),
+        ("card 4111 1111 1111 1111 for 200 dollars", "card [CARD] for 200 dollars"),
+        ("the zip code is 90210", "the zip code is 90210"),
+        ("the area code is 212", "the area code is 212"),
+    ],
+)
+def test_codes_after_cards(text: str, expected: str) -> None:
+    assert redact(text).text == expected
