@@ -326,6 +326,8 @@ EGEMAPS = {
     "loudness_range_20_80": ("loudness_sma3_pctlrange0-2", 0.95),
     "loudness_rising_slope_mean": ("loudness_sma3_meanRisingSlope", 0.75),
     "loudness_falling_slope_mean": ("loudness_sma3_meanFallingSlope", 0.75),
+    "jitter_local": ("jitterLocal_sma3nz_amean", 0.2),
+    "shimmer_local_db": ("shimmerLocaldB_sma3nz_amean", 0.35),
     "hnr_db": ("HNRdBACF_sma3nz_amean", 0.7),
     "spectral_slope_0_500": ("slopeV0-500_sma3nz_amean", 0.9),
     "spectral_slope_500_1500": ("slopeV500-1500_sma3nz_amean", 0.7),
