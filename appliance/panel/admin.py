@@ -1,0 +1,153 @@
+"""Settings (admin role): users, alert rules (view), retention and MQTT settings, audit log.
+
+Retention and MQTT changes are validated with the appliance's own config validator, stored as JSON
+overrides in the `settings` table (keys `retention`, `mqtt`) and recorded in the audit log.
+The daemon applies them at its next start (documented in docs/panel.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+
+from appliance.config import AppConfig, ConfigError, config_from_dict
+from appliance.panel import db as pdb
+from appliance.panel import queries, users
+from appliance.panel.security import admin_required
+
+bp = Blueprint("admin", __name__, url_prefix="/settings")
+
+RETENTION_FIELDS = (
+    "transcripts_days",
+    "scores_days",
+    "outbox_sent_days",
+    "alerts_days",
+    "min_free_mb",
+)
+MQTT_FIELDS = ("url", "prefix", "keepalive", "pseudonymise_customers")
+
+
+@bp.before_request
+@admin_required
+def _admin_only():
+    return None
+
+
+def _app_cfg() -> AppConfig:
+    return current_app.config.get("APP_CONFIG") or AppConfig()
+
+
+def effective(section: str, fields: tuple[str, ...]) -> dict:
+    base = dataclasses.asdict(getattr(_app_cfg(), section))
+    override = queries.get_setting(pdb.get_db(), section) or {}
+    return {k: override.get(k, base[k]) for k in fields}
+
+
+def rules() -> list[dict]:
+    from appliance.rules import DEFAULT_RULES
+
+    return [dataclasses.asdict(r) for r in (_app_cfg().rules or DEFAULT_RULES)]
+
+
+@bp.get("")
+def index():
+    db = pdb.get_db()
+    return render_template(
+        "settings.html",
+        page="settings",
+        user_list=users.list_users(db),
+        rules=rules(),
+        retention=effective("retention", RETENTION_FIELDS),
+        mqtt=effective("mqtt", MQTT_FIELDS),
+        audit=users.recent_audit(db, 100),
+        roles=users.ROLES,
+    )
+
+
+@bp.post("/users")
+def add_user():
+    db = pdb.get_db()
+    name = (request.form.get("name") or "").strip()
+    role = request.form.get("role") or ""
+    try:
+        users.add_user(db, name, role, request.form.get("password") or "")
+    except users.UserError as exc:
+        users.audit(
+            db,
+            "user_add",
+            g.user["name"],
+            ok=False,
+            ip=request.remote_addr,
+            detail={"name": name[:64], "error": str(exc)},
+        )
+        flash(f"User not added: {exc}", "error")
+        return redirect(url_for("admin.index"))
+    users.audit(
+        db, "user_add", g.user["name"], ip=request.remote_addr, detail={"name": name, "role": role}
+    )
+    flash(f"User {name} ({role}) added.", "ok")
+    return redirect(url_for("admin.index"))
+
+
+def _parse(section: str, fields: tuple[str, ...]) -> dict:
+    """Form values -> validated dict, via the appliance's config validator (names the bad key)."""
+    base = dataclasses.asdict(getattr(AppConfig(), section))
+    out: dict = {}
+    for k in fields:
+        default = base[k]
+        if isinstance(default, bool):
+            out[k] = request.form.get(k) in ("on", "true", "1")
+            continue
+        raw = (request.form.get(k) or "").strip()
+        if isinstance(default, (int, float)):
+            try:
+                out[k] = int(raw) if isinstance(default, int) else float(raw)
+            except ValueError:
+                raise ConfigError(f"{section}.{k}", f"must be a number, got {raw!r}") from None
+        else:
+            out[k] = raw
+    config_from_dict({section: out})
+    return out
+
+
+def _save(section: str, fields: tuple[str, ...], label: str):
+    db = pdb.get_db()
+    before = effective(section, fields)
+    try:
+        value = _parse(section, fields)
+    except ConfigError as exc:
+        users.audit(
+            db,
+            "setting_change",
+            g.user["name"],
+            ok=False,
+            ip=request.remote_addr,
+            detail={"key": section, "error": str(exc)},
+        )
+        flash(f"{label} not saved: {exc}", "error")
+        return redirect(url_for("admin.index"))
+    changes = {k: [before.get(k), v] for k, v in value.items() if before.get(k) != v}
+    queries.put_setting(db, section, value)
+    users.audit(
+        db,
+        "setting_change",
+        g.user["name"],
+        ip=request.remote_addr,
+        detail={"key": section, "changes": changes},
+    )
+    flash(
+        f"{label} saved ({len(changes)} change(s)); the daemon applies them at its next start.",
+        "ok",
+    )
+    return redirect(url_for("admin.index"))
+
+
+@bp.post("/retention")
+def retention():
+    return _save("retention", RETENTION_FIELDS, "Retention")
+
+
+@bp.post("/mqtt")
+def mqtt():
+    return _save("mqtt", MQTT_FIELDS, "MQTT settings")

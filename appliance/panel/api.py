@@ -1,0 +1,202 @@
+"""JSON API under /api/ (described by openapi.json) and the Live page's event stream."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+
+from appliance.panel import db as pdb
+from appliance.panel import queries, users
+from appliance.panel.views import configured_positions
+from appliance.store import connect
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.json"
+
+
+_INT = re.compile(r"-?[0-9]{1,12}")
+
+
+class BadParam(ValueError):
+    pass
+
+
+def _err(code: int, message: str):
+    return jsonify(error=message), code
+
+
+def _int(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not _INT.fullmatch(raw):
+        raise BadParam(f"{name}: must be an integer")
+    v = int(raw)
+    if not lo <= v <= hi:
+        raise BadParam(f"{name}: must be between {lo} and {hi}")
+    return v
+
+
+def _num(name: str, lo: float, hi: float) -> float | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise BadParam(f"{name}: must be a number (epoch seconds)") from None
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise BadParam(f"{name}: must be between {lo:g} and {hi:g}")
+    return v
+
+
+def _choice(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if raw not in choices:
+        raise BadParam(f"{name}: must be one of {', '.join(choices)}")
+    return raw
+
+
+@bp.errorhandler(BadParam)
+def _bad_param(exc):
+    return _err(400, str(exc))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return current_app.response_class(OPENAPI_PATH.read_text(), mimetype="application/json")
+
+
+@bp.get("/me")
+def me():
+    return jsonify(name=g.user["name"], role=g.user["role"])
+
+
+@bp.get("/positions/live")
+def positions_live():
+    return jsonify(queries.live_snapshot(pdb.get_db(), configured_positions()))
+
+
+@bp.get("/calls")
+def calls():
+    since, until = _num("from", 0, 1e11), _num("to", 0, 1e11)
+    return jsonify(
+        queries.list_calls(
+            pdb.get_db(),
+            since,
+            until,
+            request.args.get("position") or None,
+            request.args.get("customer") or None,
+            _choice("alert", ("any", "yes", "no"), "any"),
+            limit=_int("limit", 50, 1, 500),
+            offset=_int("offset", 0, 0, 10**9),
+        )
+    )
+
+
+@bp.get("/calls/<call_id>")
+def call(call_id: str):
+    c = queries.call_detail(pdb.get_db(), call_id)
+    if c is None:
+        return _err(404, "no such call")
+    c["alerts"] = c.pop("alert_items")
+    return jsonify(c)
+
+
+@bp.get("/customers")
+def customers():
+    return jsonify(
+        queries.list_customers(
+            pdb.get_db(),
+            q=request.args.get("q") or None,
+            limit=_int("limit", 100, 1, 500),
+            offset=_int("offset", 0, 0, 10**9),
+        )
+    )
+
+
+@bp.get("/customers/<ref>")
+def customer(ref: str):
+    c = queries.customer_detail(pdb.get_db(), ref)
+    if c is None:
+        return _err(404, "no such customer")
+    return jsonify(c)
+
+
+@bp.get("/alerts")
+def alerts():
+    return jsonify(
+        queries.list_alerts(
+            pdb.get_db(),
+            state=_choice("state", ("open", "acknowledged", "all"), "open"),
+            severity=_choice("severity", ("info", "warning", "critical"), None),
+            limit=_int("limit", 50, 1, 500),
+            offset=_int("offset", 0, 0, 10**9),
+        )
+    )
+
+
+@bp.post("/alerts/<alert_id>/ack")
+def ack(alert_id: str):
+    db = pdb.get_db()
+    row = queries.ack_alert(db, alert_id, g.user["name"])
+    if row is None:
+        return _err(404, "no such alert")
+    users.audit(db, "alert_ack", g.user["name"], ip=request.remote_addr, detail={"alert": alert_id})
+    return jsonify(row)
+
+
+@bp.get("/health")
+def health():
+    return jsonify(queries.health(pdb.get_db()))
+
+
+@bp.get("/stream")
+def stream():
+    """Server-sent events: a `live` event with the Live snapshot whenever scores or alerts change.
+
+    Polls the database every SSE_POLL_S (0.3 s): `PRAGMA data_version` tells cheaply whether any
+    other connection committed, the change signature whether it concerns the Live page. One
+    stream lives SSE_MAX_S, then the browser's EventSource reconnects (frees server threads).
+    """
+    cfg = current_app.config
+    db_path, poll, max_s = cfg["DB_PATH"], float(cfg["SSE_POLL_S"]), float(cfg["SSE_MAX_S"])
+    positions = configured_positions()
+
+    def events():
+        db = connect(db_path)
+        try:
+            last_sig = None
+            last_ver = None
+            last_beat = t0 = time.monotonic()
+            yield "retry: 2000\n\n"
+            while time.monotonic() - t0 < max_s:
+                ver = db.execute("PRAGMA data_version").fetchone()[0]
+                if ver != last_ver:
+                    last_ver = ver
+                    sig = queries.change_signature(db)
+                    if sig != last_sig:
+                        last_sig = sig
+                        data = json.dumps(
+                            queries.live_snapshot(db, positions), separators=(",", ":")
+                        )
+                        yield f"event: live\nid: {sig[0]}\ndata: {data}\n\n"
+                        last_beat = time.monotonic()
+                if time.monotonic() - last_beat > 15:
+                    yield ": keep-alive\n\n"
+                    last_beat = time.monotonic()
+                time.sleep(poll)
+        finally:
+            db.conn.close()
+
+    resp = Response(stream_with_context(events()), mimetype="text/event-stream")
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp

@@ -1,0 +1,141 @@
+"""`appliance web` and `appliance user add` (argparse lives in appliance/cli.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+PUBLIC_METHODS_HIDDEN = {"HEAD", "OPTIONS"}
+
+
+def route_lines(app) -> list[str]:
+    """`METHODS PATH` per route, methods comma-separated (HEAD/OPTIONS are implicit)."""
+    lines = []
+    for rule in app.url_map.iter_rules():
+        methods = sorted(m for m in (rule.methods or ()) if m not in PUBLIC_METHODS_HIDDEN)
+        lines.append(f"{','.join(methods)} {rule.rule}")
+    return sorted(lines, key=lambda s: (s.split(" ", 1)[1], s))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def web_main(args) -> int:
+    from appliance.panel import create_app
+
+    if getattr(args, "list_routes", False):
+        for line in route_lines(create_app({"DB_PATH": None})):
+            print(line)
+        return 0
+
+    cfg = None
+    if getattr(args, "config", None):
+        from appliance.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {args.config}: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    db = args.db or (str(cfg.resolve(cfg.paths.db)) if cfg else None)
+    if not db:
+        print("error: appliance web needs --db PATH (or --config with paths.db)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    host, port = args.host, args.port
+    if cfg is not None and host == "127.0.0.1" and port == 8443:  # argparse defaults: config wins
+        host, port = cfg.panel.host, cfg.panel.port
+
+    certfile = keyfile = None
+    if not args.no_tls:
+        certfile = args.cert or (
+            str(cfg.resolve(cfg.panel.cert_file)) if cfg and cfg.panel.cert_file else None
+        )
+        keyfile = args.key or (
+            str(cfg.resolve(cfg.panel.key_file)) if cfg and cfg.panel.key_file else None
+        )
+        if bool(certfile) != bool(keyfile):
+            print("error: --cert and --key go together", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if not certfile:
+            from appliance.panel.tls import ensure_certificate
+
+            folder = Path(db).resolve().parent
+            c, k = ensure_certificate(folder / "panel-cert.pem", folder / "panel-key.pem")
+            certfile, keyfile = str(c), str(k)
+            print(f"self-signed certificate: {certfile}", file=sys.stderr)
+        for f in (certfile, keyfile):
+            if not Path(f).exists():
+                print(f"error: {f}: no such file", file=sys.stderr)
+                return EXIT_BAD_INPUT
+    elif not _is_loopback(host):
+        print(
+            f"warning: serving the panel on {host} without TLS: passwords and session cookies travel in clear",
+            file=sys.stderr,
+        )
+
+    app = create_app({"DB_PATH": db, "TLS": not args.no_tls, "APP_CONFIG": cfg})
+    serve(app, host, port, certfile, keyfile)
+    return 0
+
+
+def serve(app, host: str, port: int, certfile: str | None, keyfile: str | None) -> None:
+    """gunicorn, one worker with threads (the login limiter and SSE streams live in one process)."""
+    from gunicorn.app.base import BaseApplication
+
+    class _Panel(BaseApplication):
+        def load_config(self):
+            opts = {
+                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "workers": 1,
+                "worker_class": "gthread",
+                "threads": 16,
+                "timeout": 60,
+                "graceful_timeout": 5,
+                "accesslog": "-",
+                "forwarded_allow_ips": "",
+            }
+            if certfile:
+                opts.update(certfile=certfile, keyfile=keyfile)
+            for k, v in opts.items():
+                self.cfg.set(k, v)
+
+        def load(self):
+            return app
+
+    _Panel().run()
+
+
+def user_main(args) -> int:
+    from appliance.panel import users
+
+    if getattr(args, "user_cmd", "add") != "add":
+        print(f"error: unknown user command {args.user_cmd!r}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not getattr(args, "password_stdin", False):
+        print("error: pass the password on stdin with --password-stdin", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        users.validate(args.name, args.role, password)
+    except users.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    db = users.open_db(args.db)
+    try:
+        users.add_user(db, args.name, args.role, password)
+        users.audit(db, "user_add", "cli", detail={"name": args.name, "role": args.role})
+    except users.UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        db.conn.close()
+    print(f"user {args.name} ({args.role}) added to {args.db}")
+    return 0
