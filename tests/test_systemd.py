@@ -1,0 +1,118 @@
+"""systemd units: hardening score (systemd-analyze security --offline), syntax, and the known traps."""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+UNITS = ROOT / "systemd"
+SERVICES = sorted(UNITS.glob("*.service"))
+MAX_EXPOSURE = 2.0  # the issue asks <= 3.0, with 2.0 as the goal
+
+needs_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not installed (apt-get install systemd)",
+)
+
+
+def _unit(path: Path) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
+    cp.optionxform = str  # keys are case-sensitive
+    # systemd allows repeated keys (SystemCallFilter=...): keep the last for these checks
+    cp.read_string(path.read_text())
+    return cp
+
+
+def _values(path: Path, key: str) -> list[str]:
+    return re.findall(rf"^{re.escape(key)}=(.*)$", path.read_text(), flags=re.M)
+
+
+def test_the_units_exist():
+    names = {p.name for p in UNITS.iterdir()}
+    assert {
+        "appliance.service",
+        "appliance-panel.service",
+        "appliance-retention.service",
+        "appliance-retention.timer",
+    } <= names
+
+
+@needs_analyze
+@pytest.mark.parametrize("unit", SERVICES, ids=lambda p: p.name)
+def test_exposure_score(unit):
+    out = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out.stdout + out.stderr)
+    assert m, out.stdout + out.stderr
+    score = float(m.group(1))
+    assert score <= MAX_EXPOSURE, f"{unit.name}: exposure {score}\n{out.stdout}"
+
+
+@needs_analyze
+def test_units_verify_cleanly(tmp_path):
+    """`systemd-analyze verify`: no unknown keys or bad values (ExecStart paths redirected)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for exe in ("appliance", "gunicorn"):
+        (bindir / exe).write_text("#!/bin/sh\n")
+        (bindir / exe).chmod(0o755)
+    units = []
+    for src in sorted(UNITS.iterdir()):
+        dst = tmp_path / src.name
+        dst.write_text(src.read_text().replace("/opt/appliance/venv/bin/", f"{bindir}/"))
+        units.append(str(dst))
+    out = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    problems = [
+        line
+        for line in (out.stdout + out.stderr).splitlines()
+        if line.strip() and "sysinit.target" not in line
+    ]
+    assert out.returncode == 0 and not problems, "\n".join(problems)
+
+
+def test_daemon_unit_is_notify_with_watchdog_and_sound_access():
+    u = _unit(UNITS / "appliance.service")
+    s = u["Service"]
+    assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
+    assert int(s["WatchdogSec"]) >= 10
+    assert s["Restart"] == "on-failure"
+    assert s["ExecStart"].endswith("appliance run --config /etc/appliance/appliance.toml")
+    assert s["User"] == "appliance" and "audio" in s["SupplementaryGroups"].split()
+    # the traps: PrivateDevices hides /dev/snd, MemoryDenyWriteExecute breaks numba's JIT
+    assert s.get("PrivateDevices", "no") == "no"
+    assert "char-alsa rw" in _values(UNITS / "appliance.service", "DeviceAllow")
+    assert s.get("MemoryDenyWriteExecute", "no") == "no"
+    assert "NUMBA_CACHE_DIR=/var/lib/appliance/" in s["Environment"]
+    assert s["StateDirectory"] == "appliance"
+
+
+def test_panel_unit_serves_tls_with_gunicorn():
+    s = _unit(UNITS / "appliance-panel.service")["Service"]
+    cmd = s["ExecStart"]
+    assert "gunicorn" in cmd and "--certfile" in cmd and "--keyfile" in cmd
+    assert "-b 0.0.0.0:8443" in cmd and "'appliance.panel.wsgi:app'" in cmd
+    assert "APPLIANCE_CONFIG=/etc/appliance/appliance.toml" in s["Environment"]
+
+
+def test_retention_timer_starts_the_retention_service():
+    t = _unit(UNITS / "appliance-retention.timer")
+    assert t["Timer"]["OnCalendar"] and t["Timer"]["Persistent"] == "true"
+    assert t["Install"]["WantedBy"] == "timers.target"
+    s = _unit(UNITS / "appliance-retention.service")["Service"]
+    assert s["Type"] == "oneshot" and "appliance retention --config" in s["ExecStart"]
+    assert s["PrivateNetwork"] == "yes"
