@@ -88,7 +88,8 @@ class SttSettings:
     threads: int = 1
     """CPU threads per decode. One per channel keeps two calls decoding in parallel on 2 cores."""
     beam_size: int = 1
-    """Whisper beam size. 1 (greedy) measured as accurate as 5 on our clips and ~1.5x faster."""
+    """Whisper beam size. 1 (greedy): WER 4.2%/7.0% (16k/8k mu-law) on the LibriVox clips;
+    5: 4.2%/4.2% at ~1.2-1.5x the CPU. 1 is the default because CPU is the scarce resource."""
     partials: bool = True
     """Emit redacted partial text while audio streams in (Vosk only; Whisper has none)."""
 

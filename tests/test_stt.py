@@ -202,6 +202,7 @@ def test_whisper_stream_buffers_and_digits_are_redacted(whisper: WhisperTranscri
     assert all(longest_digits(w.text) < 6 for w in tr.words)
     assert "[NUMBER]" in tr.text
     assert_timings(tr, len(x) / sr)
+    assert whisper.transcribe(x, sr) == tr  # buffered stream == one call, and deterministic
     with pytest.raises(RuntimeError):
         s.accept(x[:10])
 
