@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -63,6 +64,7 @@ BUNDLED_WHISPER_NAME = "whisper-tiny.en-ct2"
 VOSK_SMALL_EN_US_015_SHA256 = "30f26242c4eb449f948e42cb302dd7a686cb29a3423a8367f99ff41780942498"
 _KNOWN_VOSK_ZIPS = {"vosk-model-small-en-us-0.15.zip": VOSK_SMALL_EN_US_015_SHA256}
 _INSTALL_META = ".appliance-model.json"
+log = logging.getLogger(__name__)
 _WHISPER_SR = 16000
 #: Cap on generated tokens per second of audio (fast speech is ~5; loops produce far more).
 _TOKENS_PER_SECOND = 10
@@ -488,8 +490,8 @@ def create_transcriber(settings: SttSettings | None = None) -> Transcriber:
         if s.vosk_model:
             try:
                 validate_vosk_model(s.vosk_model)
-            except SttError:
-                pass
+            except SttError as e:
+                log.warning("stt: %s; falling back to the bundled Whisper", e)
             else:
                 return VoskTranscriber(s.vosk_model, partials=s.partials)
         engine = "whisper"
