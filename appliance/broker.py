@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -76,6 +78,9 @@ class LocalBroker:
         conf = self.workdir / "mosquitto.conf"
         lines = self.listener_lines or [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         lines = [*lines, "max_queued_messages 100000", "max_inflight_messages 100"]
+        # mosquitto started as root drops to the `mosquitto` user, which cannot write our
+        # private directory: persistence would silently fail ("Error saving in-memory database").
+        lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
         if self.persistence:
             lines += [
                 "persistence true",

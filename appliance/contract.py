@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 
 SCHEMA_VERSION = 1
 OUTBOX_KINDS = ("utterance", "call", "relationship", "alert", "health")
-ALL_KINDS = (*OUTBOX_KINDS, "status", "cmd_call")
+ALL_KINDS = (*OUTBOX_KINDS, "status", "checkpoint", "cmd_call")
 MAX_STRING = 64
 FORBIDDEN_KEYS = frozenset(
     {"text", "transcript", "words", "audio", "samples", "pcm", "wav", "reason", "evidence", "name"}
@@ -116,6 +116,18 @@ def status_message(
         "state": state,
         "acked_seq": max(0, int(acked_seq)),
         "software_version": software_version,
+    }
+
+
+def checkpoint_message(box_id: str, seq: int, acked_seq: int) -> dict:
+    """The publisher's retained delivery checkpoint (see appliance/publisher.py)."""
+    return {
+        "schema": f"checkpoint/{SCHEMA_VERSION}",
+        "msg_id": str(uuid.uuid4()),
+        "seq": max(0, int(seq)),
+        "box_id": box_id,
+        "ts": round(time.time(), 3),
+        "acked_seq": max(0, int(acked_seq)),
     }
 
 

@@ -9,16 +9,18 @@ Durability rules (see docs/mqtt.md):
   until acknowledged and are published again after a restart of this process (subscribers
   de-duplicate by `msg_id`). Rows go out in `seq` order, at most `max_inflight` unacknowledged.
 * mosquitto acknowledges a PUBLISH before it writes it to disk (`autosave_interval`), so a
-  hard-killed broker can lose rows we already marked sent. The retained `status` message is
-  our checkpoint: every status carries `acked_seq` (every row up to it was acknowledged before
-  the status was published), and mosquitto saves retained messages and queued messages in one
-  snapshot. After each (re)connect the publisher subscribes to its own status topic, publishes
-  a *non-retained* probe status and waits for its echo; a retained status that arrives before
-  the echo is the checkpoint the broker kept. Rows acknowledged after it are marked pending and
-  sent again (duplicates, never losses); only then is a retained status with the new
-  checkpoint published. A broker that lost everything has no retained status: every sent row
-  is sent again. The last will carries the last checkpoint confirmed on the broker; a will
-  that turns out to claim more than a restarted broker kept is remembered and discounted.
+  hard-killed broker can lose rows we already marked sent. The retained message on
+  `<prefix>/v1/<box>/checkpoint` is our checkpoint: it carries `acked_seq` (every row up to it
+  was acknowledged before the checkpoint was published), and mosquitto saves retained and
+  queued messages in one snapshot, so the checkpoint a restarted broker still has tells what
+  else it still has. After each (re)connect, before any row goes out, a short-lived
+  clean-session probe client (`<client id>-probe`) subscribes to the checkpoint topic,
+  publishes a *non-retained* probe and waits for its echo: a retained checkpoint that arrives
+  before the echo is what the broker kept. Rows acknowledged after it are marked pending and
+  sent again (duplicates, never losses); a broker that kept no checkpoint gets every sent row
+  again. Only then is a new retained checkpoint published (again every `checkpoint_interval`
+  while rows are acknowledged, and on stop). The checkpoint lives apart from `status` because
+  the last will (retained, `offline`) overwrites `status` whenever a connection dies.
 * Every payload passes `contract.check_payload` right before `client.publish`; nothing else in
   the code base calls `publish`. Refusals are logged and counted.
 """
@@ -143,19 +145,12 @@ class Publisher:
         self._infos: dict[int, tuple[mqtt.MQTTMessageInfo, float]] = {}
         self._skip: set[int] = set()  # stored rows the contract refuses (logged once)
         # sync state (network thread writes, worker reads; under _lock)
-        self._sync_msg_id = ""
-        self._sync_echo = False
-        self._checkpoint = _NO_CHECKPOINT
         self._sync_started = 0.0
         self._watermark = 0
         self._last_seq = 0
         self._last_checkpoint = (-1, 0.0)  # (acked_seq, monotonic) of the last retained status
         self._cp = 0  # last checkpoint confirmed retained on the broker (persisted in settings)
         self._cp_saved = 0
-        self._will_id = ""  # msg_id of the will the next/current connection carries
-        self._conn_will: tuple[str, int] = ("", 0)
-        self._will_floor: dict[str, int] = {}  # wills that claim more than the broker kept
-        self._will_acked = 0
         host, port, tls = parse_url(settings.url)
         self._host, self._port = host, port
         s = settings
@@ -170,29 +165,38 @@ class Publisher:
         self.client.reconnect_delay_set(
             min_delay=s.reconnect_min_delay, max_delay=s.reconnect_max_delay
         )
-        if s.username:
-            self.client.username_pw_set(s.username, s.password or None)
-        if tls:
-            self.client.tls_set(
-                ca_certs=s.ca_file or None,
-                certfile=s.cert_file or None,
-                keyfile=s.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        self._tls = tls
+        self._configure(self.client)
         self.status_topic = contract.topic(s.prefix, s.box_id, "status")
+        self.checkpoint_topic = contract.topic(s.prefix, s.box_id, "checkpoint")
         self.command_topic = contract.topic(s.prefix, s.box_id, "cmd_call")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
 
+    def _configure(self, client: mqtt.Client) -> None:
+        """Credentials and TLS (CA, client certificate and key) for a client of ours."""
+        s = self.settings
+        if s.username:
+            client.username_pw_set(s.username, s.password or None)
+        if self._tls:
+            client.tls_set(
+                ca_certs=s.ca_file or None,
+                certfile=s.cert_file or None,
+                keyfile=s.key_file or None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+
     # -- the one publishing function -------------------------------------------------
 
     def publish_payload(
-        self, kind: str, payload: Any, retain: bool = False
+        self, kind: str, payload: Any, retain: bool = False, client: mqtt.Client | None = None
     ) -> mqtt.MQTTMessageInfo | None:
-        """Validate against the contract, then publish with QoS 1. Refusals are logged and counted."""
+        """Validate against the contract, then publish with QoS 1. Refusals are logged and counted.
+
+        `client` is the checkpoint probe's connection; everything else uses the main one."""
         try:
             contract.check_payload(kind, payload)
             body = json.dumps(payload, separators=(",", ":"), allow_nan=False)
@@ -200,7 +204,7 @@ class Publisher:
             self.refused += 1
             log.error("refused to publish %s: %s", kind, exc)
             return None
-        return self.client.publish(
+        return (client or self.client).publish(
             contract.topic(self.settings.prefix, self.settings.box_id, kind),
             body,
             qos=1,
@@ -213,6 +217,11 @@ class Publisher:
             acked = self._watermark if acked is None else acked
         return contract.status_message(self.settings.box_id, state, seq, acked, __version__)
 
+    def _checkpoint_message(self, acked: int) -> dict:
+        with self._lock:
+            seq = self._last_seq
+        return contract.checkpoint_message(self.settings.box_id, seq, acked)
+
     def _set_will(self) -> None:
         """The last will: offline, with the last checkpoint confirmed on the broker."""
         with self._lock:
@@ -220,9 +229,6 @@ class Publisher:
         will = self._status("offline", acked=cp)
         contract.check_payload("status", will)
         self.client.will_set(self.status_topic, json.dumps(will), qos=1, retain=True)
-        with self._lock:
-            self._will_id = will["msg_id"]
-            self._will_acked = cp
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -255,14 +261,16 @@ class Publisher:
         if self._thread:
             self._thread.join(timeout)
         if self.connected.is_set() and self.synced.is_set():
-            status = self._status("offline")
-            info = self.publish_payload("status", status, retain=True)
-            if info is not None:
-                with contextlib.suppress(RuntimeError, ValueError):
-                    info.wait_for_publish(timeout=2)
-                if _acked(info):
-                    with self._lock:
-                        self._cp = max(self._cp, status["acked_seq"])
+            with self._lock:
+                wm = self._watermark
+            infos = [
+                self._publish_checkpoint(wm),
+                self.publish_payload("status", self._status("offline", acked=wm), retain=True),
+            ]
+            for info in infos:
+                if info is not None:
+                    with contextlib.suppress(RuntimeError, ValueError):
+                        info.wait_for_publish(timeout=2)
         self.client.disconnect()
         self.client.loop_stop()
         self._save_checkpoint()
@@ -314,19 +322,10 @@ class Publisher:
             return
         self.connects += 1
         log.info("connected to %s:%s", self._host, self._port)
-        probe = self._status("online", acked=self._cp)
         with self._lock:
-            self._sync_msg_id = probe["msg_id"]
-            self._sync_echo = False
-            self._checkpoint = _NO_CHECKPOINT
             self._sync_started = time.monotonic()
-            self._conn_will = (self._will_id, self._will_acked)
         self.synced.clear()
-        # Order matters: the broker answers the SUBSCRIBE with the retained status it kept
-        # (our checkpoint) before it routes the probe we publish next back to us. The probe is
-        # not retained: it must not overwrite the checkpoint before we have read it.
-        client.subscribe([(self.status_topic, 1), (self.command_topic, 1)])
-        self.publish_payload("status", probe, retain=False)
+        client.subscribe(self.command_topic, qos=1)
         self.connected.set()
         self._wake.set()
 
@@ -349,9 +348,8 @@ class Publisher:
             except (UnicodeDecodeError, AttributeError) as exc:
                 self._reject(f"undecodable topic: {exc}", "?")
                 return
-            if topic == self.status_topic:
-                self._on_status(message)
-                return
+            if topic in (self.status_topic, self.checkpoint_topic):
+                return  # our own messages (a subscription left in an old persistent session)
             if topic != self.command_topic:
                 self._reject("unexpected topic", topic)
                 return
@@ -377,24 +375,67 @@ class Publisher:
         self.last_reject_reason = reason[:200]
         log.warning("rejected message on %s: %s", topic[:200], reason[:200])
 
-    def _on_status(self, message) -> None:
-        try:
-            data = json.loads(bytes(message.payload).decode("utf-8"))
-            contract.check_payload("status", data)
-        except (ValueError, TypeError, RecursionError, contract.ContractError):
-            return  # not a status of ours (or an empty retained message clearing the topic)
-        if data.get("box_id") != self.settings.box_id:
-            return
-        with self._lock:
-            if self._sync_echo:
+    def _read_checkpoint(self) -> int | None:
+        """The `acked_seq` of the retained status the broker kept (`_NO_CHECKPOINT` if it kept
+        none); None when the probe failed (no connection, or the ACL hides the status topic)."""
+        s = self.settings
+        probe = self._checkpoint_message(self._cp)
+        found: list[int] = []
+        echo = threading.Event()
+        ready = threading.Event()
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"{s.client_id or 'appliance-' + s.box_id}-probe",
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+        )
+        self._configure(c)
+
+        def on_connect(client, userdata, flags, reason_code, properties=None):
+            if not reason_code.is_failure:
+                client.subscribe(self.checkpoint_topic, qos=1)
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties=None):
+            # The broker sends the retained checkpoint right after the SUBACK, before it
+            # routes the probe published now back to us.
+            if all(not rc.is_failure for rc in reason_codes):
+                ready.set()
+                self.publish_payload("checkpoint", probe, retain=False, client=client)
+
+        def on_message(client, userdata, message):
+            try:
+                data = json.loads(bytes(message.payload).decode("utf-8"))
+                contract.check_payload("checkpoint", data)
+            except (ValueError, TypeError, RecursionError, contract.ContractError):
+                return  # not a status (or an empty retained message clearing the topic)
+            if data.get("box_id") != s.box_id:
                 return
-            if data["msg_id"] == self._sync_msg_id:
-                self._sync_echo = True
-            elif getattr(message, "retain", False):
-                cp = int(data["acked_seq"])
-                floor = self._will_floor.get(data["msg_id"])
-                self._checkpoint = cp if floor is None else min(cp, floor)
-        self._wake.set()
+            if data["msg_id"] == probe["msg_id"]:
+                echo.set()
+            elif message.retain and not echo.is_set():
+                found.append(int(data["acked_seq"]))
+
+        c.on_connect, c.on_subscribe, c.on_message = on_connect, on_subscribe, on_message
+        try:
+            c.connect(self._host, self._port, keepalive=max(5, s.keepalive))
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("checkpoint probe could not connect: %s", exc)
+            return None
+        c.loop_start()
+        try:
+            if not echo.wait(s.sync_timeout):
+                if ready.is_set():
+                    log.warning(
+                        "no echo of our probe on %s within %.0f s (does the ACL let the box"
+                        " read it?): sending without the broker-restart check",
+                        self.checkpoint_topic,
+                        s.sync_timeout,
+                    )
+                return None
+            return found[-1] if found else _NO_CHECKPOINT
+        finally:
+            c.disconnect()
+            c.loop_stop()
 
     # -- worker thread ---------------------------------------------------------------------
 
@@ -452,25 +493,17 @@ class Publisher:
 
     def _try_sync(self, db) -> None:
         with self._lock:
-            echo, checkpoint, started = self._sync_echo, self._checkpoint, self._sync_started
-        if echo:
+            started = self._sync_started
+        checkpoint = self._read_checkpoint()
+        if checkpoint is not None:
             self._resend_after_checkpoint(db, checkpoint)
             with self._lock:
-                will_id, will_acked = self._conn_will
-                if will_acked > checkpoint:
-                    # this connection's will claims rows the broker may not have: discount it
-                    self._will_floor[will_id] = max(checkpoint, 0)
                 wm = self._watermark
             self.synced.set()
             self._publish_checkpoint(wm)
+            self.publish_payload("status", self._status("online", acked=wm), retain=True)
         elif time.monotonic() - started > self.settings.sync_timeout:
-            log.warning(
-                "no echo of our status on %s within %.0f s (does the ACL let the box read it?):"
-                " sending without the broker-restart check",
-                self.status_topic,
-                self.settings.sync_timeout,
-            )
-            self.synced.set()
+            self.synced.set()  # the probe keeps failing: never block delivery on it
 
     def _resend_after_checkpoint(self, db, checkpoint: int) -> None:
         """Rows acknowledged after the broker's kept checkpoint may be lost: send them again."""
@@ -551,9 +584,11 @@ class Publisher:
             self._publish_checkpoint(wm)
         self._save_checkpoint(db)
 
-    def _publish_checkpoint(self, wm: int) -> None:
-        """Retained online status: the broker now holds every row up to `wm`."""
-        if self.publish_payload("status", self._status("online", acked=wm), retain=True):
+    def _publish_checkpoint(self, wm: int) -> mqtt.MQTTMessageInfo | None:
+        """Retained checkpoint: the broker now holds every row up to `wm`."""
+        info = self.publish_payload("checkpoint", self._checkpoint_message(wm), retain=True)
+        if info is not None:
             self._last_checkpoint = (wm, time.monotonic())
             with self._lock:
                 self._cp = wm
+        return info

@@ -49,7 +49,7 @@ MODEL_CARD = ROOT / "models" / "emotion" / "model_card.json"
 
 
 def _child_analyze(argv: list[str]) -> int:
-    """`appliance analyze` with a stub emotion model (0.03 s per utterance) and no STT."""
+    """`appliance analyze` with a stub emotion model (0.1 s per utterance) and no STT."""
     import appliance.runtime as runtime
     from appliance.cli import main
     from appliance.types import EmotionResult
@@ -61,7 +61,7 @@ def _child_analyze(argv: list[str]) -> int:
             return {"n": 0}
 
         def infer(self, audio, sr, state):
-            time.sleep(0.03)
+            time.sleep(float(os.environ.get("DRILL_INFER_S", "0.1")))
             state["n"] += 1
             label = ("neutral", "angry", "happy")[state["n"] % 3]
             return EmotionResult(label, 0.8, 0.5, 0.2, -0.3 if label == "angry" else 0.3, False)
@@ -109,13 +109,18 @@ def outbox_ids(db: Path) -> list[str]:
         con.close()
 
 
-def count_rows(db: Path) -> int:
+def count_rows(db: Path, after_seq: int | None = None) -> int:
+    """Outbox rows; with `after_seq`: rows after it that the broker acknowledged."""
     if not db.exists():
         return 0
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
         try:
-            return con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            if after_seq is None:
+                return con.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            return con.execute(
+                "SELECT COUNT(*) FROM outbox WHERE seq > ? AND sent_at IS NOT NULL", [after_seq]
+            ).fetchone()[0]
         finally:
             con.close()
     except sqlite3.Error:
@@ -163,7 +168,7 @@ def run_drill(
         # 3. broker back; analyser killed with -9 in the middle of the call
         broker.start()
         sub.wait_connected(15)
-        before = count_rows(db)
+        before = count_rows(db)  # seq == row count here: nothing was ever pruned
         proc = subprocess.Popen(
             analyze_cmd(fake, db, url),
             env=env,
@@ -172,7 +177,8 @@ def run_drill(
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if count_rows(db) >= before + 12:
+            # mid-call, after the broker acknowledged some of this run's own rows
+            if count_rows(db, after_seq=before) >= 8:
                 break
             time.sleep(0.005)
         killed = proc.poll() is None
@@ -188,6 +194,7 @@ def run_drill(
             "killed_mid_call": killed and live > 0,
             "rc": proc.returncode,
             "rows_after": count_rows(db),
+            "own_rows_acked_before_kill": count_rows(db, after_seq=before),
         }
         log("run 3 (kill -9)", result["run3_killed"])
 
@@ -200,7 +207,7 @@ def run_drill(
         flush = [*appliance_cli(), "outbox", "flush", "--db", str(db), "--mqtt", url]
         rc, dt, err = run([*flush, "--timeout", "30"], timeout, env)
         result["flush"] = {"rc": rc, "s": dt}
-        log("outbox flush", result["flush"], err if rc else "")
+        log("outbox flush", result["flush"], err)
 
         # 6. what reached the subscriber
         ids = outbox_ids(db)
