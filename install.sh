@@ -17,6 +17,11 @@ PYTHON=${PYTHON:-python3}
 
 usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
 
+# The box install has its own options (--board, --root, --purge, ...): hand everything over.
+case " $* " in
+  *" --system "*|*" --uninstall "*) exec "$ROOT/scripts/install_system.sh" "$@" ;;
+esac
+
 while [ $# -gt 0 ]; do
   case "$1" in
     --dev) DEV=1 ;;
