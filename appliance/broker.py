@@ -41,6 +41,7 @@ class LocalBroker:
         listener_lines: list[str] | None = None,
         extra_lines: list[str] | None = None,
         scheme: str = "mqtt",
+        config: str | None = None,
     ):
         """`listener_lines` replace the default plain loopback listener (e.g. a TLS listener
         with its cafile/certfile/keyfile/require_certificate lines); `extra_lines` are appended
@@ -52,6 +53,9 @@ class LocalBroker:
         self.listener_lines = listener_lines
         self.extra_lines = list(extra_lines or [])
         self.scheme = scheme
+        self.config = config
+        """A complete mosquitto.conf to use instead of the generated one (`port` must be the
+        port of one of its listeners: readiness is checked there)."""
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="appliance-broker-")
         self.workdir = Path(workdir or self._tmp.name)
         self.proc: subprocess.Popen | None = None
@@ -76,6 +80,10 @@ class LocalBroker:
             )
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
+        if self.config is not None:
+            lines = [self.config, f"user {pwd.getpwuid(os.geteuid()).pw_name}"]
+            conf.write_text("\n".join(lines) + "\n")
+            return self._launch(exe, conf, timeout)
         lines = self.listener_lines or [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
         lines = [*lines, "max_queued_messages 100000", "max_inflight_messages 100"]
         # mosquitto started as root drops to the `mosquitto` user, which cannot write our
@@ -89,6 +97,9 @@ class LocalBroker:
             ]
         lines += self.extra_lines
         conf.write_text("\n".join(lines) + "\n")
+        return self._launch(exe, conf, timeout)
+
+    def _launch(self, exe: str, conf: Path, timeout: float) -> LocalBroker:
         with open(self.workdir / "mosquitto.log", "ab") as log_file:
             self.proc = subprocess.Popen(
                 [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log_file

@@ -134,6 +134,8 @@ class Publisher:
         self.refused = 0
         self.resent = 0
         self.connects = 0
+        self.checkpoints_read = 0
+        """Successful checkpoint probes (0 while the ACL hides the checkpoint topic)."""
         self.commands_accepted = 0
         self.commands_rejected = 0
         self.last_reject_reason = ""
@@ -432,6 +434,7 @@ class Publisher:
                         s.sync_timeout,
                     )
                 return None
+            self.checkpoints_read += 1
             return found[-1] if found else _NO_CHECKPOINT
         finally:
             c.disconnect()
