@@ -5,15 +5,12 @@ FFT cannot be called from nopython code; a whole frame loop (window, FFT, power,
 inside one jitted call avoids per-call Python overhead, which is what makes 20 ms streaming
 chunks cheap.
 
-Two layouts with *bit-identical* arithmetic (same operations in the same order, no
-``fastmath`` so LLVM does not contract into FMAs differently in vector and scalar code):
-
-* ``*_lanes``: ``[m, G]`` arrays, G frames transformed at once; every butterfly runs over
-  the contiguous lane axis, which LLVM vectorises (batch path, G = 64).
-* single-frame (``cfft_1``/``rfft_power_1``): radix-2 stages fused in pairs (radix-2^2,
-  same operations, half the memory traffic; streaming path, 1-2 frames per push).
-
-Identical results are what lets ``FeatureStream`` equal the batch ``log_mel`` exactly.
+``cfft_lanes`` runs G independent transforms stored as ``[m, G]``; every butterfly spans the
+contiguous lane axis, which LLVM vectorises (numba does not vectorise a single small radix-2
+FFT well). The log-mel kernels (``_melkern``) build a four-step FFT out of it; YIN uses it for
+64 blocks at a time. Kernels are compiled without ``fastmath``: LLVM then never contracts
+multiply-adds differently in vector and scalar code, so the single-frame and the multi-frame
+log-mel paths give bit-identical results.
 """
 
 from __future__ import annotations
@@ -34,8 +31,7 @@ def rfft_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
 
     Returns (bitrev[int32, n/2], stage twiddles re/im [n/2-1] where the stage with half-size
     h uses entries h-1 .. 2h-2, post-processing twiddles re/im [n/2+1] = exp(-2j*pi*k/n)).
-    Twiddles that are mathematically 0 or +-1 are stored exactly, so that the radix-4 pass
-    of ``cfft_1`` (which skips those multiplications) matches ``cfft_lanes`` bit for bit.
+    Twiddles that are mathematically 0 or +-1 are stored exactly.
     """
     m = n // 2
     bits = m.bit_length() - 1
@@ -130,106 +126,8 @@ def rfft_power_lanes(re, im, pwr, pwi, p):  # pragma: no cover - jitted
 
 @register
 @njit(**JIT)
-def cfft_1(re, im, twr, twi):  # pragma: no cover - jitted
-    """Single-frame version of :func:`cfft_lanes` (same arithmetic, faster loop order)."""
-    m = re.size
-    for j in range(0, m, 4):  # stages h=1 and h=2 fused; their twiddles are 1 and -1j
-        a0r = re[j]
-        a0i = im[j]
-        a1r = re[j + 1]
-        a1i = im[j + 1]
-        a2r = re[j + 2]
-        a2i = im[j + 2]
-        a3r = re[j + 3]
-        a3i = im[j + 3]
-        b0r = a0r + a1r
-        b0i = a0i + a1i
-        b1r = a0r - a1r
-        b1i = a0i - a1i
-        b2r = a2r + a3r
-        b2i = a2i + a3i
-        b3r = a2r - a3r
-        b3i = a2i - a3i
-        re[j] = b0r + b2r
-        im[j] = b0i + b2i
-        re[j + 2] = b0r - b2r
-        im[j + 2] = b0i - b2i
-        re[j + 1] = b1r + b3i
-        im[j + 1] = b1i - b3r
-        re[j + 3] = b1r - b3i
-        im[j + 3] = b1i + b3r
-    h = 4
-    while h < m:
-        if 2 * h < m:  # fuse stages h and 2h (radix-2^2): half the loads and stores
-            for j in range(0, m, 4 * h):
-                for k in range(h):
-                    w1r = twr[h - 1 + k]
-                    w1i = twi[h - 1 + k]
-                    w2r = twr[2 * h - 1 + k]
-                    w2i = twi[2 * h - 1 + k]
-                    w3r = twr[3 * h - 1 + k]
-                    w3i = twi[3 * h - 1 + k]
-                    p0 = j + k
-                    p1 = p0 + h
-                    p2 = p1 + h
-                    p3 = p2 + h
-                    x0r = re[p0]
-                    x0i = im[p0]
-                    x1r = re[p1]
-                    x1i = im[p1]
-                    x2r = re[p2]
-                    x2i = im[p2]
-                    x3r = re[p3]
-                    x3i = im[p3]
-                    # stage h: (p0, p1) and (p2, p3), twiddle w1
-                    tr = x1r * w1r - x1i * w1i
-                    ti = x1r * w1i + x1i * w1r
-                    y1r = x0r - tr
-                    y1i = x0i - ti
-                    y0r = x0r + tr
-                    y0i = x0i + ti
-                    tr = x3r * w1r - x3i * w1i
-                    ti = x3r * w1i + x3i * w1r
-                    y3r = x2r - tr
-                    y3i = x2i - ti
-                    y2r = x2r + tr
-                    y2i = x2i + ti
-                    # stage 2h: (p0, p2) with w2 and (p1, p3) with w3
-                    tr = y2r * w2r - y2i * w2i
-                    ti = y2r * w2i + y2i * w2r
-                    re[p2] = y0r - tr
-                    im[p2] = y0i - ti
-                    re[p0] = y0r + tr
-                    im[p0] = y0i + ti
-                    tr = y3r * w3r - y3i * w3i
-                    ti = y3r * w3i + y3i * w3r
-                    re[p3] = y1r - tr
-                    im[p3] = y1i - ti
-                    re[p1] = y1r + tr
-                    im[p1] = y1i + ti
-            h *= 4
-        else:
-            for j in range(0, m, 2 * h):
-                for k in range(h):
-                    wr = twr[h - 1 + k]
-                    wi = twi[h - 1 + k]
-                    a = j + k
-                    b = a + h
-                    tr = re[b] * wr - im[b] * wi
-                    ti = re[b] * wi + im[b] * wr
-                    ar = re[a]
-                    ai = im[a]
-                    re[b] = ar - tr
-                    im[b] = ai - ti
-                    re[a] = ar + tr
-                    im[a] = ai + ti
-            h *= 2
-
-
-@register
-@njit(**JIT)
 def rfft_power_1(re, im, pwr, pwi, p):  # pragma: no cover - jitted
-    """Single-frame version of :func:`rfft_power_lanes`."""
+    """Single-transform version of :func:`rfft_power_lanes` (same arithmetic)."""
     m = re.size
     half = re.dtype.type(0.5)
     a = re[0]

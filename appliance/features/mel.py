@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
 from numba import njit
 
 from ._common import FeatureError, check_audio, check_rate, frame_spec, register
-from ._fft import JIT, cfft_1, cfft_lanes, rfft_power_1, rfft_power_lanes, rfft_tables
+from ._fft import JIT, cfft_lanes, rfft_power_lanes, rfft_tables
+from ._melkern import S_BUF, S_COEF, S_ERR, S_OUT, S_SEEN, logmel_lanes, pack_tables, stream_step
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -109,155 +109,6 @@ def _spectrum_frames(
                 out[f0 + g, k] = p[k, g]
 
 
-@register
-@njit(**JIT)
-def _logmel_frames(
-    xp, start, n_frames, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row0
-):  # pragma: no cover
-    """Log-mel rows ``row0 .. row0+n_frames-1`` of ``out`` from frames of ``xp`` at ``start``.
-
-    The mel filters are stored sparsely: band b covers bins mlo[b] .. mhi[b]-1 with weights
-    mw[b, 0 .. mhi[b]-mlo[b]-1] (about 2 nonzeros per bin instead of n_mels per bin).
-    Uses the lane layout (64 frames per FFT pass); see :func:`_logmel_single`.
-    """
-    m = rev.size
-    n_mels = mlo.size
-    re = np.empty((m, LANES), dtype=np.float32)
-    im = np.empty((m, LANES), dtype=np.float32)
-    p = np.empty((m + 1, LANES), dtype=np.float32)
-    acc = np.empty((4, LANES), dtype=np.float32)
-    floor = np.float32(1e-10)
-    for f0 in range(0, n_frames, LANES):
-        nl = min(LANES, n_frames - f0)
-        _pack(xp, start, f0, nl, hop, win, rev, re, im)
-        cfft_lanes(re, im, twr, twi)
-        rfft_power_lanes(re, im, pwr, pwi, p)
-        for b in range(n_mels):
-            lo = mlo[b]
-            for q in range(4):
-                for g in range(LANES):
-                    acc[q, g] = 0.0
-            for k in range(lo, mhi[b]):
-                w = mw[b, k - lo]
-                q = (k - lo) & 3
-                for g in range(LANES):
-                    acc[q, g] += w * p[k, g]
-            for g in range(nl):
-                tot = (acc[0, g] + acc[1, g]) + (acc[2, g] + acc[3, g])
-                out[row0 + f0 + g, b] = math.log(tot + floor)
-
-
-@register
-@njit(**JIT)
-def _logmel_single(
-    xp, start, n_frames, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row0
-):  # pragma: no cover
-    """Same as :func:`_logmel_frames` one frame at a time (bit-identical; for 1-2 frames)."""
-    m = rev.size
-    n_mels = mlo.size
-    re = np.empty(m, dtype=np.float32)
-    im = np.empty(m, dtype=np.float32)
-    p = np.empty(m + 1, dtype=np.float32)
-    floor = np.float32(1e-10)
-    for f in range(n_frames):
-        s = start + f * hop
-        for n in range(m):
-            i2 = 2 * rev[n]
-            re[n] = xp[s + i2] * win[i2]
-            im[n] = xp[s + i2 + 1] * win[i2 + 1]
-        cfft_1(re, im, twr, twi)
-        rfft_power_1(re, im, pwr, pwi, p)
-        for b in range(n_mels):
-            # Four interleaved partial sums: breaks the add-latency chain (no fastmath, so
-            # LLVM may not reassociate); the lane kernel sums in exactly the same order.
-            lo = mlo[b]
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            hi = mhi[b]
-            k = lo
-            while k + 3 < hi:
-                a0 += mw[b, k - lo] * p[k]
-                a1 += mw[b, k - lo + 1] * p[k + 1]
-                a2 += mw[b, k - lo + 2] * p[k + 2]
-                a3 += mw[b, k - lo + 3] * p[k + 3]
-                k += 4
-            if k < hi:
-                a0 += mw[b, k - lo] * p[k]
-            if k + 1 < hi:
-                a1 += mw[b, k - lo + 1] * p[k + 1]
-            if k + 2 < hi:
-                a2 += mw[b, k - lo + 2] * p[k + 2]
-            out[row0 + f, b] = math.log((a0 + a1) + (a2 + a3) + floor)
-
-
-# FeatureStream state vector (float64; counts are exact integers).
-_S_BUF, _S_SEEN, _S_PREV, _S_COEF, _S_HOP, _S_NFFT, _S_ERR, _S_OUT = range(8)
-
-
-@register
-@njit(**JIT)
-def _stream_step(buf, state, chunk, ftab, itab, mw):  # pragma: no cover - jitted
-    """Append ``chunk`` to the stream buffer (with pre-emphasis) and emit every complete frame.
-
-    Few arguments on purpose: numba's dispatch cost grows with each argument, and this runs
-    every 10-20 ms per channel. Tables are packed (see ``_Tables.packed``); the state vector
-    is described by the ``_S_*`` indices. A non-finite chunk sets ``state[_S_ERR]`` and
-    changes nothing else.
-    """
-    n_mels = mw.shape[0]
-    for i in range(chunk.size):
-        v = chunk[i]
-        if v - v != 0.0:
-            state[_S_ERR] = 1.0
-            return np.empty((0, n_mels), dtype=np.float32)
-    hop = int(state[_S_HOP])
-    n_fft = int(state[_S_NFFT])
-    m = n_fft // 2
-    win = ftab[:n_fft]
-    twr = ftab[n_fft : n_fft + m - 1]
-    twi = ftab[n_fft + m - 1 : n_fft + 2 * m - 2]
-    pwr = ftab[n_fft + 2 * m - 2 : n_fft + 3 * m - 1]
-    pwi = ftab[n_fft + 3 * m - 1 : n_fft + 4 * m]
-    rev = itab[:m]
-    mlo = itab[m : m + n_mels]
-    mhi = itab[m + n_mels : m + 2 * n_mels]
-    n = int(state[_S_BUF])
-    total = n + chunk.size
-    k_all = (total - n_fft) // hop + 1 if total >= n_fft else 0
-    out = np.empty((k_all, n_mels), dtype=np.float32)
-    prev = np.float32(state[_S_PREV])
-    c = np.float32(state[_S_COEF])
-    row = 0
-    i = 0
-    cap = buf.size
-    while i < chunk.size:
-        take = min(cap - n, chunk.size - i)
-        for j in range(take):
-            v = np.float32(chunk[i + j])
-            buf[n + j] = v - c * prev if c != 0.0 else v
-            prev = v
-        n += take
-        i += take
-        k = (n - n_fft) // hop + 1 if n >= n_fft else 0
-        if k > 0:
-            if k >= 8:
-                _logmel_frames(buf, 0, k, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row)
-            else:
-                _logmel_single(buf, 0, k, hop, win, rev, twr, twi, pwr, pwi, mlo, mhi, mw, out, row)
-            row += k
-            used = k * hop
-            for j in range(n - used):  # keep the unfinished tail (< n_fft samples)
-                buf[j] = buf[j + used]
-            n -= used
-    state[_S_BUF] = n
-    state[_S_SEEN] += chunk.size
-    state[_S_PREV] = prev
-    state[_S_OUT] += row
-    return out
-
-
 class _Tables:
     """float32 kernel tables for one (sr, n_mels)."""
 
@@ -274,17 +125,8 @@ class _Tables:
             pwi.astype(f32),
         )
         fb = mel_filterbank(sr, spec.n_fft, n_mels)
-        nz = [np.flatnonzero(row) for row in fb]
-        self.mlo = np.array([z[0] if z.size else 0 for z in nz], dtype=np.int32)
-        self.mhi = np.array([z[-1] + 1 if z.size else 0 for z in nz], dtype=np.int32)
-        width = max(1, int((self.mhi - self.mlo).max()))
-        self.mw = np.zeros((n_mels, width), dtype=f32)
-        for b in range(n_mels):
-            self.mw[b, : self.mhi[b] - self.mlo[b]] = fb[b, self.mlo[b] : self.mhi[b]]
-        self.mel = (self.mlo, self.mhi, self.mw)
-        # Packed copies for the streaming kernel (layout decoded in _stream_step).
-        self.ftab = np.concatenate(self.fft[:1] + self.fft[2:]).astype(f32)
-        self.itab = np.concatenate([rev, self.mlo, self.mhi]).astype(np.int32)
+        # Packed tables of the log-mel kernel (batch and stream; see _melkern).
+        self.ftab, self.itab = pack_tables(spec.n_fft, spec.hop, fft_window(sr), fb)
 
 
 @lru_cache(maxsize=16)
@@ -351,7 +193,7 @@ def log_mel(x: np.ndarray, sr: int, n_mels: int = 40, preemphasis: float = 0.0) 
     t = _tables(sr, n_mels)
     n = spec.n_frames(x.size)
     out = np.empty((n, n_mels), dtype=np.float32)
-    _logmel_frames(_pad_centre(x, spec.pad), 0, n, spec.hop, *t.fft, *t.mel, out, 0)
+    logmel_lanes(_pad_centre(x, spec.pad), 0, n, t.ftab, t.itab, out, 0)
     return out
 
 
@@ -401,7 +243,7 @@ class FeatureStream:
         self.preemphasis = _check_preemphasis(preemphasis)
         self._spec = frame_spec(self.sr)
         t = _tables(self.sr, self.n_mels)
-        self._ftab, self._itab, self._mw = t.ftab, t.itab, t.mw
+        self._ftab, self._itab = t.ftab, t.itab
         self.reset()
 
     def reset(self) -> None:
@@ -410,35 +252,32 @@ class FeatureStream:
         # Room for 64 hops beyond one frame: long chunks go through the lane kernel in
         # batches of up to 64 frames; any chunk size works (the kernel loops).
         self._buf = np.zeros(spec.n_fft + 64 * spec.hop, dtype=np.float32)
-        self._state = np.zeros(8, dtype=np.float64)
-        self._state[_S_BUF] = spec.pad  # the left centre padding: pad zeros already buffered
-        self._state[_S_COEF] = self.preemphasis
-        self._state[_S_HOP] = spec.hop
-        self._state[_S_NFFT] = spec.n_fft
+        self._state = np.zeros(6, dtype=np.float64)
+        self._state[S_BUF] = spec.pad  # the left centre padding: pad zeros already buffered
+        self._state[S_COEF] = self.preemphasis
 
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """Append ``chunk`` (1-D float32/float64, finite); return new frames ``[k, n_mels]``."""
         # Cheap structural checks here; the kernel checks finiteness while copying.
         if type(chunk) is not np.ndarray or chunk.ndim != 1 or chunk.dtype.char not in "fd":
             check_audio(chunk, self.sr)  # raises the precise FeatureError
-        out = _stream_step(self._buf, self._state, chunk, self._ftab, self._itab, self._mw)
-        if out.shape[0] == 0 and self._state[_S_ERR]:
-            self._state[_S_ERR] = 0.0
+        out = stream_step(self._buf, self._state, chunk, self._ftab, self._itab)
+        if out.shape[0] == 0 and self._state[S_ERR]:
+            self._state[S_ERR] = 0.0
             raise FeatureError("audio contains NaN or infinite samples")
         return out
 
     def flush(self) -> np.ndarray:
         """Return the remaining frames (right zero padding) and reset the stream."""
         spec = self._spec
-        n_in = int(self._state[_S_SEEN])
+        n_in = int(self._state[S_SEEN])
         total = spec.n_frames(n_in) if n_in else 0
-        k = total - int(self._state[_S_OUT])
+        k = total - int(self._state[S_OUT])
         out = np.empty((max(k, 0), self.n_mels), dtype=np.float32)
         if k > 0:
-            n = int(self._state[_S_BUF])
+            n = int(self._state[S_BUF])
             xp = np.zeros(n + spec.pad + spec.n_fft, dtype=np.float32)
             xp[:n] = self._buf[:n]
-            t = _tables(self.sr, self.n_mels)
-            _logmel_frames(xp, 0, k, spec.hop, *t.fft, *t.mel, out, 0)
+            logmel_lanes(xp, 0, k, self._ftab, self._itab, out, 0)
         self.reset()
         return out
