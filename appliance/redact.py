@@ -106,6 +106,7 @@ _CONTEXT_WINDOW = 8
 _CVV_WINDOW = 10
 _EXPIRY_WINDOW = 4
 _AFTER_CARD_WINDOW = 12
+_CONNECTORS = frozenset({"and", "then", "okay", "ok", "yes", "yeah", "right", "so", "got", "it"})
 # "<word> code" that is not a card security code.
 _OTHER_CODES = {
     "zip", "postal", "post", "postcode", "area", "promo", "promotional", "discount",
@@ -267,8 +268,8 @@ class _Run:
     spoken: bool
 
 
-def _find_runs(norm: list[str]) -> list[_Run]:
-    """Maximal runs of number-bearing tokens (fillers allowed inside, not at the edges)."""
+def _find_runs(norm: list[str], connectors: frozenset[str] = frozenset()) -> list[_Run]:
+    """Maximal runs of number-bearing tokens (fillers and `connectors` inside, not at edges)."""
     runs: list[_Run] = []
     i = 0
     n = len(norm)
@@ -283,7 +284,7 @@ def _find_runs(norm: list[str]) -> list[_Run]:
             k = _token_kind(norm[j])
             if k in ("digits", "word", "hundred"):
                 last_num = j
-            elif k not in ("repeat", "filler"):
+            elif k not in ("repeat", "filler") and norm[j] not in connectors:
                 break
             j += 1
         end = last_num + 1
@@ -428,6 +429,19 @@ def _spans(tokens: Sequence[str], partial: bool = False) -> list[tuple[int, int,
             take(i, i + 1, "ID")
         elif _RE_PHONE.match(t):
             take(i, i + 1, "PHONE")
+
+    # 5a. Card groups joined by "and"/"then"/"okay" ("four one one one and one one one one
+    #     and ..."): each group is short, together they are a card when a card cue is near.
+    for run in _find_runs(norm, _CONNECTORS):
+        inner = [r.digits for r in runs if run.start <= r.start and r.end <= run.end]
+        if (
+            len(run.digits) >= 12
+            and len(inner) >= 2
+            and max(len(d) for d in inner) < 12
+            and not all(taken[run.start : run.end])
+            and _has_cue(norm, run.start - _CONTEXT_WINDOW, run.start, _CARD_CUES) >= 0
+        ):
+            take(run.start, run.end, "CARD")
 
     # 5. Classify the remaining runs by length, checksum and context.
     min_run = 4 if partial else 6

@@ -185,7 +185,8 @@ def test_security_codes(code, cue, form, after) -> None:
     r = redact(" ".join(["and the", cue, spoken, *after]))
     assert "[CVV]" in r.text
     assert spoken not in r.text
-    assert r.text.split()[-len(after) or len(r.text) :] == after or not after
+    if after:
+        assert r.text.split()[-len(after) :] == after
 
 
 @settings(max_examples=200, deadline=None)
@@ -230,6 +231,10 @@ def test_redact_words_matches_text(card_text, before) -> None:
         # Luhn fails (recogniser error) but context says card: still a card.
         ("card number 4111 1111 1111 1112", "card number [CARD]"),
         ("my amex is 3782 822463 10005", "my amex is [CARD]"),
+        (
+            "card number four one one one and one one one one, okay, one one one one then one one one one",
+            "card number [CARD]",
+        ),
     ],
 )
 def test_cards(text: str, expected: str) -> None:
