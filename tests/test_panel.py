@@ -421,12 +421,37 @@ def test_health_page_without_and_with_daemon_snapshot(tmp_path):
     assert client.get("/").status_code == 200  # empty database: Live still renders
     from appliance import store
 
+    # the shape appliance.health writes (settings key `health`)
     snap = {
+        "ts": time.time(),
+        "box_id": "b",
+        "uptime_s": 3725.0,
         "cpu_percent": 37.5,
+        "load1": 0.4,
         "temperature_c": 51.2,
         "rtf": 0.21,
-        "broker": {"connected": True},
-        "queues": {"jobs": 3, "stt": 1},
+        "queue_depth": 3,
+        "overruns": 0,
+        "latency_p95_s": 0.42,
+        "outbox_pending": 0,
+        "disk_free_mb": 20480.0,
+        "broker_connected": True,
+        "mqtt_enabled": True,
+        "active_calls": 1,
+        "alarms": ["overrun"],
+        "streams": [
+            {
+                "position": "pos-1",
+                "device": "hw:1",
+                "connected": True,
+                "in_call": True,
+                "calls": 4,
+                "rtf": 0.01,
+                "overruns": 0,
+                "error": None,
+            }
+        ],
+        "emotion_model": {"name": "m", "version": "1"},
     }
     with store.immediate(db):
         db["settings"].upsert(
@@ -434,13 +459,18 @@ def test_health_page_without_and_with_daemon_snapshot(tmp_path):
         )
     db.conn.close()
     html = client.get("/health").get_data(as_text=True)
-    assert (
-        "37" in html
-        and "51.2" in html
-        and "0.210" in html
-        and "connected" in html
-        and "queues.jobs" in html
-    )
+    for text in (
+        "38%",
+        "51.2 °C",
+        "0.210",
+        "connected",
+        "queue_depth",
+        "0.42 s",
+        "1:02:05",
+        "hw:1",
+        "overrun",
+    ):
+        assert text in html, text
 
 
 def test_metrics_needs_the_bearer_token(app, monkeypatch):

@@ -56,6 +56,13 @@ def _num(name: str, lo: float, hi: float) -> float | None:
     return v
 
 
+def _str(name: str, max_len: int = 64) -> str | None:
+    raw = request.args.get(name)
+    if raw is not None and len(raw) > max_len:
+        raise BadParam(f"{name}: at most {max_len} characters")
+    return raw or None
+
+
 def _choice(name: str, choices: tuple[str, ...], default: str | None) -> str | None:
     raw = request.args.get(name)
     if raw is None:
@@ -93,8 +100,8 @@ def calls():
             pdb.get_db(),
             since,
             until,
-            request.args.get("position") or None,
-            request.args.get("customer") or None,
+            _str("position"),
+            _str("customer"),
             _choice("alert", ("any", "yes", "no"), "any"),
             limit=_int("limit", 50, 1, 500),
             offset=_int("offset", 0, 0, 10**9),
@@ -116,7 +123,7 @@ def customers():
     return jsonify(
         queries.list_customers(
             pdb.get_db(),
-            q=request.args.get("q") or None,
+            q=_str("q"),
             limit=_int("limit", 100, 1, 500),
             offset=_int("offset", 0, 0, 10**9),
         )

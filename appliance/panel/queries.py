@@ -514,7 +514,7 @@ def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if not isinstance(d, dict):
         return [(prefix or "value", d)]
     out: list[tuple[str, Any]] = []
-    for k in sorted(d):
+    for k in sorted(d, key=str):
         key = f"{prefix}.{k}" if prefix else str(k)
         if isinstance(d[k], dict) and d[k]:
             out += flatten(d[k], key)
@@ -530,6 +530,10 @@ _KPI_KEYS = {
     "broker": ("broker_connected", "mqtt_connected", "connected"),
     "memory": ("rss_mb", "memory_mb", "mem_used_pct", "memory_percent"),
     "uptime": ("uptime_s", "uptime"),
+    "latency": ("latency_p95_s",),
+    "disk_free": ("disk_free_mb",),
+    "active_calls": ("active_calls",),
+    "mqtt_enabled": ("mqtt_enabled",),
 }
 
 
@@ -556,4 +560,7 @@ def health_kpis(snapshot: dict | None) -> dict:
         if "queue" in k.lower() and isinstance(v, (int, float)) and not isinstance(v, bool)
     ]
     found["queues"] = queues
+    snap = snapshot or {}
+    found["alarms"] = [str(a) for a in snap.get("alarms") or [] if isinstance(a, str)]
+    found["streams"] = [x for x in snap.get("streams") or [] if isinstance(x, dict)]
     return found

@@ -92,7 +92,7 @@
       c.append(list);
     }
     if (p.call) {
-      const link = P.el("a", "small", on ? "Open live call →" : "Last call →");
+      const link = P.el("a", "small call-link", on ? "Open live call →" : "Last call →");
       link.href = "/calls/" + encodeURIComponent(p.call.id);
       c.append(link);
     }
