@@ -56,7 +56,7 @@ def pack_tables(
 def _unpack(ftab, itab):  # pragma: no cover - jitted
     """Views of the packed tables (layout written by :func:`pack_tables`)."""
     n_fft = itab[0]
-    rows = itab[1]
+    rows = np.int64(itab[1])
     n_mels = itab[2]
     width = itab[3]
     m = n_fft // 2
@@ -93,23 +93,25 @@ def _unpack(ftab, itab):  # pragma: no cover - jitted
 
 @register
 @njit(**JIT)
-def logmel_frames(xp, start, n_frames, ftab, itab, out, row0):  # pragma: no cover - jitted
+def logmel_frames(xp, start, n_frames, ftab, itab, out, row0, scratch):  # pragma: no cover
     """Log-mel of frames ``start + f*hop`` (f < n_frames) of ``xp`` into ``out[row0 + f]``.
 
     One frame at a time (for the 1-2 frames of a streaming push); see :func:`logmel_lanes`.
+    ``scratch`` (float32, >= ``scratch_size(n_fft)``) is caller-provided: allocating the five
+    work arrays on every 20 ms push would cost about as much as one frame's mel sums.
     """
     n_fft = itab[0]
-    rows = itab[1]
+    rows = np.int64(itab[1])
     n_mels = itab[2]
     width = itab[3]
     hop = itab[4]
     m = n_fft // 2
     win, t1r, t1i, t3r, t3i, w2r, w2i, pwr, pwi, mw, rev_r, rev_c, mlo, mhi = _unpack(ftab, itab)
-    ar = np.empty((rows, COLS), dtype=np.float32)
-    ai = np.empty((rows, COLS), dtype=np.float32)
-    br = np.empty((COLS, rows), dtype=np.float32)
-    bi = np.empty((COLS, rows), dtype=np.float32)
-    p = np.empty(m + 1, dtype=np.float32)
+    ar = scratch[0:m].reshape((rows, COLS))
+    ai = scratch[m : 2 * m].reshape((rows, COLS))
+    br = scratch[2 * m : 3 * m].reshape((COLS, rows))
+    bi = scratch[3 * m : 4 * m].reshape((COLS, rows))
+    p = scratch[4 * m : 5 * m + 1]
     floor = np.float32(1e-10)
     for f in range(n_frames):
         s = start + f * hop
@@ -130,7 +132,7 @@ def logmel_frames(xp, start, n_frames, ftab, itab, out, row0):  # pragma: no cov
                 br[rev_c[n2], k1] = yr
                 bi[rev_c[n2], k1] = yi
         cfft_lanes(br, bi, t3r, t3i)  # 16-point FFTs: B[k2, k1] = Z[k1 + rows*k2]
-        rfft_power_1(br.ravel(), bi.ravel(), pwr, pwi, p)
+        rfft_power_1(scratch[2 * m : 3 * m], scratch[3 * m : 4 * m], pwr, pwi, p)  # = br, bi flat
         for b in range(n_mels):
             # Four interleaved partial sums break the add-latency chain (no fastmath).
             lo = mlo[b]
@@ -169,7 +171,7 @@ def logmel_lanes(xp, start, n_frames, ftab, itab, out, row0):  # pragma: no cove
     values, which vectorises far better. Unused lanes of the last pass repeat the last frame.
     """
     n_fft = itab[0]
-    rows = itab[1]
+    rows = np.int64(itab[1])
     n_mels = itab[2]
     width = itab[3]
     hop = itab[4]
@@ -224,6 +226,11 @@ def logmel_lanes(xp, start, n_frames, ftab, itab, out, row0):  # pragma: no cove
                 out[row0 + f0 + g, b] = math.log(tot + floor)
 
 
+def scratch_size(n_fft: int) -> int:
+    """float32 scratch needed by :func:`logmel_frames`."""
+    return 5 * (n_fft // 2) + 1
+
+
 # FeatureStream state vector (float64; counts are exact integers).
 S_BUF, S_SEEN, S_PREV, S_COEF, S_ERR, S_OUT = range(6)
 
@@ -233,6 +240,7 @@ S_BUF, S_SEEN, S_PREV, S_COEF, S_ERR, S_OUT = range(6)
 def stream_step(buf, state, chunk, ftab, itab):  # pragma: no cover - jitted
     """Append ``chunk`` to the stream buffer (with pre-emphasis) and emit every complete frame.
 
+    ``buf`` = audio buffer followed by ``scratch_size(n_fft)`` floats of kernel scratch.
     A non-finite chunk sets ``state[S_ERR]`` and changes nothing else. Any chunk length works:
     the buffer is drained frame by frame while the chunk is copied in.
     """
@@ -252,7 +260,9 @@ def stream_step(buf, state, chunk, ftab, itab):  # pragma: no cover - jitted
     c = np.float32(state[S_COEF])
     row = 0
     i = 0
-    cap = buf.size
+    n_scr = 5 * (n_fft // 2) + 1
+    cap = buf.size - n_scr
+    scratch = buf[cap:]
     while i < chunk.size:
         take = min(cap - n, chunk.size - i)
         for j in range(take):
@@ -266,7 +276,7 @@ def stream_step(buf, state, chunk, ftab, itab):  # pragma: no cover - jitted
             if k >= 16:
                 logmel_lanes(buf, 0, k, ftab, itab, out, row)
             else:
-                logmel_frames(buf, 0, k, ftab, itab, out, row)
+                logmel_frames(buf, 0, k, ftab, itab, out, row, scratch)
             row += k
             used = k * hop
             for j in range(n - used):  # keep the unfinished tail (< n_fft samples)

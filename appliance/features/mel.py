@@ -9,7 +9,17 @@ from numba import njit
 
 from ._common import FeatureError, check_audio, check_rate, frame_spec, register
 from ._fft import JIT, cfft_lanes, rfft_power_lanes, rfft_tables
-from ._melkern import S_BUF, S_COEF, S_ERR, S_OUT, S_SEEN, logmel_lanes, pack_tables, stream_step
+from ._melkern import (
+    S_BUF,
+    S_COEF,
+    S_ERR,
+    S_OUT,
+    S_SEEN,
+    logmel_lanes,
+    pack_tables,
+    scratch_size,
+    stream_step,
+)
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -251,7 +261,9 @@ class FeatureStream:
         spec = self._spec
         # Room for 64 hops beyond one frame: long chunks go through the lane kernel in
         # batches of up to 64 frames; any chunk size works (the kernel loops).
-        self._buf = np.zeros(spec.n_fft + 64 * spec.hop, dtype=np.float32)
+        self._buf = np.zeros(
+            spec.n_fft + 64 * spec.hop + scratch_size(spec.n_fft), dtype=np.float32
+        )
         self._state = np.zeros(6, dtype=np.float64)
         self._state[S_BUF] = spec.pad  # the left centre padding: pad zeros already buffered
         self._state[S_COEF] = self.preemphasis
