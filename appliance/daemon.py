@@ -63,8 +63,9 @@ SILENCE_END_S = 8.0
 """Auto mode: a call ends after this much silence on both channels."""
 MANAGED_SILENCE_END_S = 600.0
 """A call opened by CTI/panel ends on `end`, or after this much silence (lost `end`)."""
-PREROLL_S = 1.0
-"""Audio kept while idle and fed to a call that speech opened, so its first words are scored."""
+PREROLL_S = 1.5
+"""Audio kept while idle and fed to a call that speech opened, so its first words are scored
+(speech must last `vad.min_speech` before it opens a call: a click or a cough does not)."""
 RETRY_S = 3.0
 """Wait before reopening a capture device that failed or vanished (USB unplugged)."""
 PANEL_POLL_S = 0.5
@@ -162,6 +163,7 @@ class PositionWorker:
         self.pending_meta: CallMeta | None = None
         self.source: Any = None
         self._silence_s = 0.0
+        self._speech_run = 0.0
         self._detector: Segmenter | None = None
         self._preroll: collections.deque = collections.deque()
         self._preroll_s = 0.0
@@ -206,7 +208,8 @@ class PositionWorker:
                 self.stats.connected = False
                 self._close_source()
                 self._end_call("source closed")
-        self._apply_commands()  # an `end` queued during shutdown still closes nothing left open
+        while not self.commands.empty():  # commands that arrive during shutdown open nothing
+            self.commands.get_nowait()
 
     def _close_source(self) -> None:
         src, self.source = self.source, None
@@ -264,7 +267,9 @@ class PositionWorker:
         t = time.perf_counter()
         self._detector.push(np.asarray(chunk["customer"], dtype=np.float32))
         self.stats.feed_s += time.perf_counter() - t
-        if self._detector.speaking:
+        # a click or a cough does not open a call: speech must last vad.min_speech
+        self._speech_run = self._speech_run + dur if self._detector.speaking else 0.0
+        if self._speech_run >= self.cfg.vad.min_speech:
             self._open_call(managed=False, why="customer speech")
 
     # -- calls -------------------------------------------------------------------------------
@@ -291,6 +296,7 @@ class PositionWorker:
         log.info("position %s: call %s opened (%s)", self.pos.id, self.call.id, why)
         preroll, self._preroll, self._preroll_s = list(self._preroll), collections.deque(), 0.0
         self._detector = None
+        self._speech_run = 0.0
         for c in preroll:
             self.pipeline.feed(self.call, c)
 
@@ -541,6 +547,8 @@ class Daemon:
         if self.health is not None and self.store is not None:
             with contextlib.suppress(Exception):
                 self.health.collect_and_store(publish=False)
+        if self.health is not None:
+            self.health.close()
         if self.panel is not None:
             self.panel.close()
         if self.publisher is not None:

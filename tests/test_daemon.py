@@ -367,3 +367,15 @@ def test_two_positions_are_independent(tmp_path, demo):
 
     with Running(cfg, factory, _opts(silence_end_s=2.0)):
         assert _wait(lambda: _rows(db, "SELECT position, state FROM calls") == [("pos-2", "ended")])
+
+
+def test_a_click_does_not_open_a_call(tmp_path):
+    cfg = _cfg(tmp_path)
+    db = cfg.resolve(cfg.paths.db)
+    rng = np.random.default_rng(0)
+    click = np.zeros(16000 * 2, np.float32)
+    click[16000 : 16000 + 800] = rng.uniform(-0.8, 0.8, 800)  # 50 ms burst
+    with Running(cfg, lambda pos: ScriptedSource(click * 0, click)) as d:
+        assert _wait(lambda: d.workers["pos-1"].stats.audio_s > 4.0, timeout=10)
+        assert d.workers["pos-1"].stats.calls == 0
+    assert _rows(db, "SELECT COUNT(*) FROM calls") == [(0,)]

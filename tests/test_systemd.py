@@ -91,7 +91,7 @@ def test_daemon_unit_is_notify_with_watchdog_and_sound_access():
     assert s["Type"] == "notify" and s["NotifyAccess"] == "main"
     assert int(s["WatchdogSec"]) >= 10
     assert s["Restart"] == "on-failure"
-    assert s["ExecStart"].endswith("appliance run --config /etc/appliance/appliance.toml")
+    assert s["ExecStart"].endswith("appliance -v run --config /etc/appliance/appliance.toml")
     assert s["User"] == "appliance" and "audio" in s["SupplementaryGroups"].split()
     # the traps: PrivateDevices hides /dev/snd, MemoryDenyWriteExecute breaks numba's JIT
     assert s.get("PrivateDevices", "no") == "no"
