@@ -65,7 +65,8 @@ MANAGED_SILENCE_END_S = 600.0
 """A call opened by CTI/panel ends on `end`, or after this much silence (lost `end`)."""
 PREROLL_S = 1.5
 """Audio kept while idle and fed to a call that speech opened, so its first words are scored
-(speech must last `vad.min_speech` before it opens a call: a click or a cough does not)."""
+(speech must last `vad.min_speech` before it opens a call, which is known `vad.hangover`
+later: a click or a cough does not). Must exceed hangover + min_speech + vad.preroll."""
 RETRY_S = 3.0
 """Wait before reopening a capture device that failed or vanished (USB unplugged)."""
 PANEL_POLL_S = 0.5
@@ -259,7 +260,8 @@ class PositionWorker:
     def _idle_chunk(self, chunk: dict, sr: int, dur: float) -> None:
         self._preroll.append(chunk)
         self._preroll_s += dur
-        while self._preroll_s - dur > self.opts.preroll_s and len(self._preroll) > 1:
+        keep = max(self.opts.preroll_s, self.cfg.vad.hangover + self.cfg.vad.min_speech + 0.5)
+        while self._preroll_s - dur > keep and len(self._preroll) > 1:
             old = self._preroll.popleft()
             self._preroll_s -= len(next(iter(old.values()))) / sr
         if self._detector is None or self._detector.sr != sr:
@@ -267,9 +269,10 @@ class PositionWorker:
         t = time.perf_counter()
         self._detector.push(np.asarray(chunk["customer"], dtype=np.float32))
         self.stats.feed_s += time.perf_counter() - t
-        # a click or a cough does not open a call: speech must last vad.min_speech
+        # A click or a cough does not open a call: the detector stays "speaking" for the hangover
+        # after any onset, so it must stay so for hangover + min_speech (speech >= min_speech).
         self._speech_run = self._speech_run + dur if self._detector.speaking else 0.0
-        if self._speech_run >= self.cfg.vad.min_speech:
+        if self._speech_run >= self.cfg.vad.hangover + self.cfg.vad.min_speech:
             self._open_call(managed=False, why="customer speech")
 
     # -- calls -------------------------------------------------------------------------------
