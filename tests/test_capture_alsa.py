@@ -374,3 +374,32 @@ def test_appliance_run_end_to_end_through_alsa(alsa_env, tmp_path):
     assert kinds.get("utterance") == len(utts) and kinds.get("call", 0) >= 2
     health = json.loads(_rows(db, "SELECT value FROM settings WHERE key='health'")[0][0])
     assert health["emotion_model"]["version"] and health["streams"][0]["position"] == "pos-1"
+
+
+def test_default_pcm_from_home_asoundrc(alsa_env, tmp_path):
+    """~/.asoundrc with `pcm.!default` (no ALSA_CONFIG_PATH): position device "default"."""
+    d, env, frames = alsa_env
+    home = tmp_path / "home"
+    home.mkdir()
+    text = _file_pcm("!default", d / "call.raw", 2, "Default capture (file)")
+    (home / ".asoundrc").write_text(text)
+    env = {k: v for k, v in env.items() if k != "ALSA_CONFIG_PATH"}
+    env["HOME"] = str(home)
+    np.save(tmp_path / "ref.npy", frames[:16000])
+    out = _py(
+        f"""
+        import numpy as np, sounddevice as sd
+        from appliance.capture import SoundDeviceSource
+        assert [x["name"] for x in sd.query_devices()] == ["default"], sd.query_devices()
+        ref = np.load({str(tmp_path / "ref.npy")!r}).astype(np.float32) / 32768
+        src = SoundDeviceSource("default", 16000, 0, 1)
+        it = src.chunks()
+        got = [next(it) for _ in range(50)]
+        src.close()
+        c = np.concatenate([g["customer"] for g in got])
+        assert np.array_equal(c, ref[:len(c), 1])
+        print("ok")
+        """,
+        env,
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, out.stdout + out.stderr
