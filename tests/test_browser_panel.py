@@ -109,6 +109,7 @@ def shots(tmp_path):
 
 def shot(page, shots: Path, name: str) -> Path:
     path = shots / f"{name}.png"
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar stays at the top of a full-page shot
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 15_000, f"{name}: suspiciously small screenshot"
     return path
