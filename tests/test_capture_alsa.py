@@ -27,7 +27,9 @@ The capture is not paced (the null device returns data as fast as it is read), t
 read exactly once; after its end the plugin returns what is left in the ring buffer, so the raw
 file ends with a few seconds of digital silence. PortAudio reads int16 (`SoundDeviceSource`'s
 dtype): with float32 the plug layer's format conversion interacts with the file plugin's mmap
-reads and skips blocks of the infile.
+reads and skips blocks of the infile, and so does a rate conversion in the plug layer (the
+rig therefore runs at the file's 16 kHz; 44.1/48 kHz capture is covered in test_capture.py).
+A `pcm.!default` in ~/.asoundrc works the same way (position device "default").
 """
 
 from __future__ import annotations
