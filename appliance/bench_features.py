@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 SR = 16000
 DURATION_S = 60.0
-RUNS = 5
+RUNS = 7
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -87,15 +87,21 @@ def synthetic_speech(duration_s: float = DURATION_S, sr: int = SR, seed: int = 0
     return out.astype(np.float32)
 
 
-def cpu_median(fn: Callable[[], object], runs: int = RUNS) -> float:
-    """Median CPU seconds of ``fn`` over ``runs`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.process_time()
+def cpu_medians(jobs: dict[str, Callable[[], object]], runs: int = RUNS) -> dict[str, float]:
+    """Median CPU seconds per job over ``runs`` rounds, after one warm-up call each.
+
+    Rounds are interleaved (every job once per round) so that load from other processes on a
+    shared machine hits ours and the peers alike; the ratios are then fair within one run.
+    """
+    for fn in jobs.values():
         fn()
-        times.append(time.process_time() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {k: [] for k in jobs}
+    for _ in range(runs):
+        for k, fn in jobs.items():
+            t0 = time.process_time()
+            fn()
+            times[k].append(time.process_time() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _cold_start(cache_dir: str) -> float:
@@ -136,7 +142,6 @@ def run(as_json: bool = False) -> dict:
     x, source = speech_signal()
     dur = x.size / SR
     res: dict = {"audio": source, "duration_s": dur, "sr": SR, "runs": RUNS}
-    rate: dict[str, float] = {}
 
     def stream() -> None:
         st = FeatureStream(SR)
@@ -145,22 +150,23 @@ def run(as_json: bool = False) -> dict:
             st.push(x[i : i + step])
         st.flush()
 
-    rate["ours_log_mel"] = dur / cpu_median(lambda: log_mel(x, SR))
-    rate["ours_log_mel_stream_20ms"] = dur / cpu_median(stream)
-    rate["ours_yin"] = dur / cpu_median(lambda: yin_pitch(x, SR))
     chunks = [x[i : i + 4 * SR] for i in range(0, x.size, 4 * SR)]  # utterance-sized
-    rate["ours_functionals"] = dur / cpu_median(lambda: [functionals(c, SR) for c in chunks])
+    jobs: dict[str, Callable[[], object]] = {
+        "ours_log_mel": lambda: log_mel(x, SR),
+        "ours_log_mel_stream_20ms": stream,
+        "ours_yin": lambda: yin_pitch(x, SR),
+        "ours_functionals": lambda: [functionals(c, SR) for c in chunks],
+    }
     try:
         import librosa
 
         kw = {"n_fft": 512, "hop_length": 160, "win_length": 400}
-        rate["librosa_melspectrogram"] = dur / cpu_median(
-            lambda: librosa.feature.melspectrogram(y=x, sr=SR, n_mels=40, power=2.0, **kw)
+        jobs["librosa_melspectrogram"] = lambda: librosa.feature.melspectrogram(
+            y=x, sr=SR, n_mels=40, power=2.0, **kw
         )
-        ref = librosa.yin(x, fmin=65, fmax=400, sr=SR, frame_length=512, hop_length=160)
-        rate["librosa_yin"] = dur / cpu_median(
-            lambda: librosa.yin(x, fmin=65, fmax=400, sr=SR, frame_length=512, hop_length=160)
-        )
+        yin_kw = {"fmin": 65, "fmax": 400, "sr": SR, "frame_length": 512, "hop_length": 160}
+        jobs["librosa_yin"] = lambda: librosa.yin(x, **yin_kw)
+        ref = librosa.yin(x, **yin_kw)
         f0 = yin_pitch(x, SR)
         v = f0 > 0
         agree = float(np.mean(np.abs(f0[v] / ref[v] - 1.0) < 0.05)) if v.any() else 0.0
@@ -169,19 +175,25 @@ def run(as_json: bool = False) -> dict:
     except ImportError:
         pass
     try:
-        import opensmile
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            import opensmile
+
             smile = opensmile.Smile(
                 feature_set=opensmile.FeatureSet.eGeMAPSv02,
                 feature_level=opensmile.FeatureLevel.Functionals,
             )
-            rate["opensmile_egemaps"] = dur / cpu_median(
-                lambda: [smile.process_signal(c, SR) for c in chunks]
-            )
+
+        def egemaps() -> None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for c in chunks:
+                    smile.process_signal(c, SR)
+
+        jobs["opensmile_egemaps"] = egemaps
     except ImportError:
         pass
+    rate = {k: dur / v for k, v in cpu_medians(jobs).items()}
     res["audio_s_per_cpu_s"] = rate
     ratios = {}
     for ours, peer in (
