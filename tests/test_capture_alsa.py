@@ -317,11 +317,13 @@ def test_appliance_run_end_to_end_through_alsa(alsa_env, tmp_path):
         "APPLIANCE_METRICS": f"127.0.0.1:{port}",
         "APPLIANCE_HEALTH_INTERVAL_S": "0.5",
     }
+    log_path = tmp_path / "daemon.log"
+    log_file = open(log_path, "w")  # noqa: SIM115 - a file, not a pipe: a full pipe blocks the daemon
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "-v", "run", "--config", str(conf)],
         env=run_env,
         cwd=ROOT,
-        stdout=subprocess.PIPE,
+        stdout=log_file,
         stderr=subprocess.STDOUT,
         text=True,
     )
@@ -340,19 +342,20 @@ def test_appliance_run_end_to_end_through_alsa(alsa_env, tmp_path):
             timeout=120,
         )
         drain()
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert proc.poll() is None, log_path.read_text()[-3000:]
         assert ok, "no ended call within 120 s"
         assert _wait(lambda: _rows(db, "SELECT value FROM settings WHERE key='health'"), 10)
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(60)
-        log_text = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log_file.close()
         drain()
         sock.close()
+    log_text = log_path.read_text()
     assert rc == 0, log_text[-3000:]
     joined = "\n".join(notes)
     assert "READY=1" in joined and "WATCHDOG=1" in joined and "STOPPING=1" in joined
