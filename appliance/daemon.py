@@ -68,7 +68,8 @@ PREROLL_S = 1.5
 (speech must last `vad.min_speech` before it opens a call, which is known `vad.hangover`
 later: a click or a cough does not). Must exceed hangover + min_speech + vad.preroll."""
 RETRY_S = 3.0
-"""Wait before reopening a capture device that failed or vanished (USB unplugged)."""
+"""Wait before reopening a capture device that failed or vanished (USB unplugged); doubles
+while it stays away, up to 60 s."""
 PANEL_POLL_S = 0.5
 HEALTH_INTERVAL_S = 15.0
 """Health snapshot to settings `health` and Prometheus; published on MQTT every 4th time."""
@@ -165,6 +166,7 @@ class PositionWorker:
         self.source: Any = None
         self._silence_s = 0.0
         self._speech_run = 0.0
+        self._failures = 0
         self._detector: Segmenter | None = None
         self._preroll: collections.deque = collections.deque()
         self._preroll_s = 0.0
@@ -224,9 +226,13 @@ class PositionWorker:
     def _device_failed(self, reason: str) -> None:
         self.stats.device_errors += 1
         self.stats.error = reason[:200]
-        log.warning("position %s: %s; retrying in %.0f s", self.pos.id, reason, self.opts.retry_s)
+        # back off (3, 6, 12 ... 60 s) while a device stays away; reset once it delivers audio
+        self._failures += 1
+        delay = min(self.opts.retry_s * 2 ** (self._failures - 1), max(self.opts.retry_s, 60.0))
+        level = logging.WARNING if self._failures <= 3 or self._failures % 20 == 0 else logging.DEBUG
+        log.log(level, "position %s: %s; retrying in %.0f s", self.pos.id, reason, delay)
         self._end_call("device lost")
-        deadline = time.monotonic() + self.opts.retry_s
+        deadline = time.monotonic() + delay
         while not self.stop_event.is_set() and time.monotonic() < deadline:
             self.stats.last_progress = time.monotonic()  # waiting is progress, not a stall
             self._apply_commands()
@@ -237,6 +243,7 @@ class PositionWorker:
     def _chunk(self, chunk: dict) -> None:
         now = time.monotonic()
         self.stats.last_progress = now
+        self._failures = 0
         self._apply_commands()
         sr = self.source.sample_rate
         n = len(next(iter(chunk.values())))
