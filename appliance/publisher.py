@@ -269,10 +269,11 @@ class Publisher:
                 self._publish_checkpoint(wm),
                 self.publish_payload("status", self._status("offline", acked=wm), retain=True),
             ]
+            deadline = time.monotonic() + 2.0
             for info in infos:
                 if info is not None:
                     with contextlib.suppress(RuntimeError, ValueError):
-                        info.wait_for_publish(timeout=2)
+                        info.wait_for_publish(timeout=max(0.01, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
         self._save_checkpoint()

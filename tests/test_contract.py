@@ -409,7 +409,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(["position", "action", "customer", "call_type", "segment", "msg_id", "x"]),

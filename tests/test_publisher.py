@@ -126,35 +126,38 @@ class BlackHole:
                 conn, _ = self.server.accept()
             except (TimeoutError, OSError):
                 continue
-            with conn:
-                conn.settimeout(0.1)
-                buf = b""
-                while not self.stop.is_set():
-                    try:
-                        data = conn.recv(65536)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    buf += data
-                    while len(buf) >= 2:
-                        n, mult, i = 0, 1, 1
-                        while buf[i] & 0x80:
-                            n += (buf[i] & 0x7F) * mult
-                            mult *= 128
-                            i += 1
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        with conn:
+            conn.settimeout(0.1)
+            buf = b""
+            while not self.stop.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+                if not data:
+                    break
+                buf += data
+                while len(buf) >= 2:
+                    n, mult, i = 0, 1, 1
+                    while buf[i] & 0x80:
                         n += (buf[i] & 0x7F) * mult
-                        if len(buf) < i + 1 + n:
-                            break
-                        ptype, body, buf = buf[0] >> 4, buf[i + 1 : i + 1 + n], buf[i + 1 + n :]
-                        if ptype == 1:  # CONNECT -> CONNACK
-                            conn.sendall(b"\x20\x02\x00\x00")
-                        elif ptype == 8:  # SUBSCRIBE -> SUBACK
-                            conn.sendall(b"\x90\x04" + body[:2] + b"\x01\x01")
-                        elif ptype == 3:
-                            self.publishes += 1
+                        mult *= 128
+                        i += 1
+                    n += (buf[i] & 0x7F) * mult
+                    if len(buf) < i + 1 + n:
+                        break
+                    ptype, body, buf = buf[0] >> 4, buf[i + 1 : i + 1 + n], buf[i + 1 + n :]
+                    if ptype == 1:  # CONNECT -> CONNACK
+                        conn.sendall(b"\x20\x02\x00\x00")
+                    elif ptype == 8:  # SUBSCRIBE -> SUBACK
+                        conn.sendall(b"\x90\x04" + body[:2] + b"\x01\x01")
+                    elif ptype == 3:
+                        self.publishes += 1
 
     def close(self):
         self.stop.set()
