@@ -443,3 +443,27 @@ def test_set_cache_dir_in_fresh_process(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=ROOT, timeout=120)
     assert list(tmp_path.rglob("*.nbi")), "numba index file not written to the configured cache dir"
+
+
+# --------------------------------------------------------------------- property-based
+hypothesis = pytest.importorskip("hypothesis")
+st_ = pytest.importorskip("hypothesis.strategies")
+
+
+@hypothesis.settings(max_examples=25, deadline=None)
+@hypothesis.given(
+    sizes=st_.lists(st_.integers(min_value=0, max_value=900), min_size=1, max_size=12),
+    sr=st_.sampled_from([8000, 16000]),
+    seed=st_.integers(0, 2**16),
+)
+def test_stream_any_partition(sizes: list[int], sr: int, seed: int) -> None:
+    x = noise(sum(sizes) + 1, seed)
+    st = FeatureStream(sr, preemphasis=0.5)
+    parts, i = [], 0
+    for n in sizes + [1]:
+        parts.append(st.push(x[i : i + n]))
+        i += n
+    parts.append(st.flush())
+    np.testing.assert_allclose(
+        np.concatenate(parts), log_mel(x, sr, preemphasis=0.5), atol=1e-4, rtol=0
+    )
