@@ -133,6 +133,8 @@ def health():
         "health.html",
         h=h,
         k=queries.health_kpis(h["snapshot"]),
-        rows=queries.flatten(h["snapshot"]) if h["snapshot"] else [],
+        rows=[r for r in queries.flatten(h["snapshot"]) if r[0] not in ("streams", "alarms")]
+        if h["snapshot"]
+        else [],
         page="health",
     )
