@@ -50,4 +50,5 @@ def warm_up() -> None:
         functionals(x, sr)
         st = FeatureStream(sr)
         st.push(x[: sr // 50])
+        st.push(x[: sr // 50].astype(np.float64))
         st.flush()

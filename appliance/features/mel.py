@@ -273,6 +273,8 @@ class FeatureStream:
         # Cheap structural checks here; the kernel checks finiteness while copying.
         if type(chunk) is not np.ndarray or chunk.ndim != 1 or chunk.dtype.char not in "fd":
             check_audio(chunk, self.sr)  # raises the precise FeatureError
+        if not chunk.flags.c_contiguous:  # e.g. one channel of interleaved audio
+            chunk = np.ascontiguousarray(chunk)  # (else numba compiles a new specialisation)
         out = stream_step(self._buf, self._state, chunk, self._ftab, self._itab)
         if out.shape[0] == 0 and self._state[S_ERR]:
             self._state[S_ERR] = 0.0

@@ -84,7 +84,8 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
     """
     w = 2 * hop
     n_lag = tau_max + 1
-    c = _block_acf(xp, n_frames + 1, hop, tau_max, rev, twr, twi, pwr, pwi)
+    c = np.empty((0, n_lag), dtype=np.float32)
+    c0 = 0  # frame index of c[0]
     period = np.zeros(n_frames, dtype=np.float64)
     aper = np.ones(n_frames, dtype=np.float64)
     rnorm = np.zeros(n_frames, dtype=np.float64)
@@ -93,6 +94,12 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
     et = np.empty(n_lag, dtype=np.float64)
     for i in range(n_frames):
         s = i * hop
+        if i - c0 + 1 >= c.shape[0]:
+            # Block correlations for the next LANES frames (one block recomputed per group):
+            # bounded memory for long inputs instead of n_frames x n_lag floats.
+            c0 = i
+            nb = min(LANES, n_frames - i) + 1
+            c = _block_acf(xp[s:], nb, hop, tau_max, rev, twr, twi, pwr, pwi)
         # Sliding energy of the lagged window, E(tau) = sum_j x[s+tau+j]^2 (float64: the
         # difference function subtracts nearly equal terms).
         e = 0.0
@@ -112,7 +119,7 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
         cmn[0] = 1.0
         acc = 0.0
         for t in range(1, n_lag):
-            d = e0 + et[t] - 2.0 * (float(c[i, t]) + float(c[i + 1, t]))
+            d = e0 + et[t] - 2.0 * (float(c[i - c0, t]) + float(c[i - c0 + 1, t]))
             if d < 0.0:
                 d = 0.0
             acc += d
@@ -148,7 +155,7 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
         period[i] = best + shift
         aper[i] = cmn[best]
         den = math.sqrt(e0 * et[best])
-        r = float(c[i, best]) + float(c[i + 1, best])
+        r = float(c[i - c0, best]) + float(c[i - c0 + 1, best])
         rnorm[i] = r / den if den > 0.0 else 0.0
     return period, aper, rnorm, energy
 
