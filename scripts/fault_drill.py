@@ -76,7 +76,9 @@ def _child_analyze(argv: list[str]) -> int:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def analyze_cmd(fake: bool, db: Path, url: str, extra: list[str] | None = None) -> list[str]:
+def analyze_cmd(
+    fake: bool, db: Path, url: str, extra: list[str] | None = None, stt: bool = False
+) -> list[str]:
     args = [
         "analyze",
         str(DEMO),
@@ -89,6 +91,7 @@ def analyze_cmd(fake: bool, db: Path, url: str, extra: list[str] | None = None) 
         "CRM-000123",
         "--segment",
         "gold",
+        *([] if stt or fake else ["--no-stt"]),
         *(extra or []),
     ]
     if fake:
@@ -139,6 +142,7 @@ def run_drill(
     autosave_interval: int = 3600,
     timeout: float = 120.0,
     log=lambda *a: None,
+    stt: bool = False,
 ) -> dict:
     from appliance.broker import DedupSubscriber, LocalBroker
 
@@ -152,16 +156,21 @@ def run_drill(
     broker.start()
     url = broker.url
     sub = DedupSubscriber(url, client_id="crm-drill").start()
-    result: dict = {"analyzer": "stub-model" if fake else "appliance-cli", "broker": url}
+    result: dict = {
+        "analyzer": "appliance-cli+stub-model" if fake else "appliance-cli",
+        "stt": stt and not fake,
+        "broker": url,
+        "autosave_interval": autosave_interval,
+    }
     try:
         # 1. broker up
-        rc, dt, err = run(analyze_cmd(fake, db, url), timeout, env)
+        rc, dt, err = run(analyze_cmd(fake, db, url, stt=stt), timeout, env)
         result["run1_broker_up"] = {"rc": rc, "s": dt, "rows_after": count_rows(db)}
         log("run 1 (broker up)", result["run1_broker_up"], err if rc else "")
 
         # 2. broker down (SIGTERM: mosquitto saves its state on the way out)
         broker.stop()
-        rc, dt, err = run(analyze_cmd(fake, db, url), timeout, env)
+        rc, dt, err = run(analyze_cmd(fake, db, url, stt=stt), timeout, env)
         result["run2_broker_down"] = {"rc": rc, "s": dt, "rows_after": count_rows(db)}
         log("run 2 (broker down)", result["run2_broker_down"], err if rc else "")
 
@@ -170,7 +179,7 @@ def run_drill(
         sub.wait_connected(15)
         before = count_rows(db)  # seq == row count here: nothing was ever pruned
         proc = subprocess.Popen(
-            analyze_cmd(fake, db, url),
+            analyze_cmd(fake, db, url, stt=stt),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -264,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workdir", help="keep the database and broker files here")
     ap.add_argument("--autosave", type=int, default=3600, help="mosquitto autosave_interval (s)")
+    ap.add_argument(
+        "--stt", action="store_true", help="speech to text on (slow; it does not touch MQTT)"
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
     fake = a.fake_model or not MODEL_CARD.exists()
@@ -280,10 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: mosquitto is not installed", file=sys.stderr)
         return 2
     if a.workdir:
-        result = run_drill(Path(a.workdir), fake, a.autosave, log=log)
+        result = run_drill(Path(a.workdir), fake, a.autosave, log=log, stt=a.stt)
     else:
         with tempfile.TemporaryDirectory(prefix="fault-drill-") as tmp:
-            result = run_drill(Path(tmp), fake, a.autosave, log=log)
+            result = run_drill(Path(tmp), fake, a.autosave, log=log, stt=a.stt)
     print(json.dumps(result))
     return 0 if result["ok"] else 1
 
