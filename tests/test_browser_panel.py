@@ -109,7 +109,9 @@ def shots(tmp_path):
 
 def shot(page, shots: Path, name: str) -> Path:
     path = shots / f"{name}.png"
-    page.evaluate("window.scrollTo(0, 0)")  # the sticky top bar stays at the top of a full-page shot
+    page.evaluate(
+        "window.scrollTo(0, 0)"
+    )  # the sticky top bar stays at the top of a full-page shot
     page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 15_000, f"{name}: suspiciously small screenshot"
     return path
@@ -275,3 +277,85 @@ def test_login_replay_live_updates_and_call_detail(panel, browser, shots):
     assert not problems, problems
     print("screenshots:", sorted(f.name for f in shots.iterdir()))
     assert json.dumps(sorted(f.name for f in shots.iterdir()))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MODEL_CARD.exists(), reason="no trained emotion model in models/emotion/")
+def test_pages_on_a_database_filled_by_analyze(tmp_path, browser, shots):
+    """The issue's acceptance path: `appliance analyze` fills the database, `appliance user add`
+    makes the supervisor, who logs in through the form and sees every page."""
+    from werkzeug.serving import make_server
+
+    from appliance.panel import create_app
+
+    db = tmp_path / "analyzed.db"
+    wav = ROOT / "appliance" / "data" / "demo_call.wav"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "analyze",
+            str(wav),
+            "--db",
+            str(db),
+            "--customer",
+            "CRM-1",
+            "--segment",
+            "retail",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "user",
+            "add",
+            USER,
+            "--role",
+            "supervisor",
+            "--password-stdin",
+            "--db",
+            str(db),
+        ],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    srv = make_server("127.0.0.1", 0, create_app({"DB_PATH": str(db)}), threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{srv.server_port}"
+    try:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        problems: list[str] = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto(base + "/")
+        page.fill("#username", USER)
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(base + "/")
+        page.wait_for_selector('.pos-card[data-position="pos-1"][data-state="idle"]')
+        call_id = result["call"]["id"]
+        page.goto(f"{base}/calls/{call_id}")
+        page.wait_for_selector("#va-chart[data-ready='1'] canvas")
+        assert page.locator("#transcript tbody tr").count() == len(result["utterances"])
+        assert page.locator("#call-alerts .alert-line").count() == len(result["alerts"])
+        shot(page, shots, "10_analyzed_call_detail")
+        page.goto(base + "/customers/CRM-1")
+        page.wait_for_selector("#trend-chart[data-ready='1'] canvas")
+        for path in ("/", "/calls", "/customers", "/alerts", "/health"):
+            page.goto(base + path)
+            assert page.locator("h1").first.is_visible(), path
+            assert "/login" not in page.url
+        assert not problems, problems
+    finally:
+        srv.shutdown()
