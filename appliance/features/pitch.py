@@ -23,30 +23,33 @@ LANES = 64  # blocks transformed together (see _fft)
 
 @register
 @njit(**JIT)
-def _block_acf(xp, n_blocks, hop, tau_max, rev, twr, twi, pwr, pwi):  # pragma: no cover
+def _block_acf(
+    xp, base, n_blocks, hop, tau_max, rev, twr, twi, pwr, pwi, c, work
+):  # pragma: no cover
     """Lagged products of every hop-sized block, shared by the two frames that contain it.
 
-    ``c[b, tau] = sum_{j<hop} xp[b*hop + j] * xp[b*hop + j + tau]`` for tau = 0..tau_max, via
+    ``c[b, tau] = sum_{j<hop} xp[q + j] * xp[q + j + tau]``, ``q = base + b*hop``, tau <= tau_max, via
     FFT: the block (zero-padded) against the following ``n_fft`` samples; no circular
     wrap because ``hop + tau_max <= n_fft``. Frame i's autocorrelation over its 2-hop window
     is then ``c[i] + c[i+1]``, so each block's correlation is computed once, not twice.
+    Results go to ``c[:n_blocks]``; ``work`` is caller-owned scratch ``[8, m+1, LANES]``
+    (allocated once per call of the YIN kernel, not per group).
     """
     m = rev.size
-    c = np.empty((n_blocks, tau_max + 1), dtype=np.float32)
-    re = np.empty((m, LANES), dtype=np.float32)
-    im = np.empty((m, LANES), dtype=np.float32)
-    ar = np.empty((m + 1, LANES), dtype=np.float32)
-    ai = np.empty((m + 1, LANES), dtype=np.float32)
-    br = np.empty((m + 1, LANES), dtype=np.float32)
-    bi = np.empty((m + 1, LANES), dtype=np.float32)
-    zr = np.empty((m, LANES), dtype=np.float32)
-    zi = np.empty((m, LANES), dtype=np.float32)
+    re = work[0, :m]
+    im = work[1, :m]
+    ar = work[2]
+    ai = work[3]
+    br = work[4]
+    bi = work[5]
+    zr = work[6, :m]
+    zi = work[7, :m]
     for b0 in range(0, n_blocks, LANES):
         nl = min(LANES, n_blocks - b0)
         for n in range(m):  # the segment: 2m samples from the block start
             i2 = 2 * rev[n]
             for g in range(LANES):
-                q = (b0 + min(g, nl - 1)) * hop + i2
+                q = base + (b0 + min(g, nl - 1)) * hop + i2
                 re[n, g] = xp[q]
                 im[n, g] = xp[q + 1]
         cfft_lanes(re, im, twr, twi)
@@ -54,7 +57,7 @@ def _block_acf(xp, n_blocks, hop, tau_max, rev, twr, twi, pwr, pwi):  # pragma: 
         for n in range(m):  # the block alone, zero-padded
             i2 = 2 * rev[n]
             for g in range(LANES):
-                q = (b0 + min(g, nl - 1)) * hop + i2
+                q = base + (b0 + min(g, nl - 1)) * hop + i2
                 re[n, g] = xp[q] if i2 < hop else 0.0
                 im[n, g] = xp[q + 1] if i2 + 1 < hop else 0.0
         cfft_lanes(re, im, twr, twi)
@@ -69,7 +72,6 @@ def _block_acf(xp, n_blocks, hop, tau_max, rev, twr, twi, pwr, pwi):  # pragma: 
         for g in range(nl):
             for t in range(tau_max + 1):
                 c[b0 + g, t] = re[t // 2, g] if t % 2 == 0 else im[t // 2, g]
-    return c
 
 
 @register
@@ -84,8 +86,10 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
     """
     w = 2 * hop
     n_lag = tau_max + 1
-    c = np.empty((0, n_lag), dtype=np.float32)
+    c = np.empty((LANES, n_lag), dtype=np.float32)
+    work = np.empty((8, rev.size + 1, LANES), dtype=np.float32)
     c0 = 0  # frame index of c[0]
+    nb = 0  # valid rows of c
     period = np.zeros(n_frames, dtype=np.float64)
     aper = np.ones(n_frames, dtype=np.float64)
     rnorm = np.zeros(n_frames, dtype=np.float64)
@@ -94,12 +98,12 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
     et = np.empty(n_lag, dtype=np.float64)
     for i in range(n_frames):
         s = i * hop
-        if i - c0 + 1 >= c.shape[0]:
-            # Block correlations for the next LANES frames (one block recomputed per group):
-            # bounded memory for long inputs instead of n_frames x n_lag floats.
+        if i - c0 + 1 >= nb:
+            # Block correlations for the next LANES-1 frames (LANES blocks = one FFT pass;
+            # one block recomputed per group): memory bounded for long inputs.
             c0 = i
-            nb = min(LANES, n_frames - i) + 1
-            c = _block_acf(xp[s:], nb, hop, tau_max, rev, twr, twi, pwr, pwi)
+            nb = min(LANES - 1, n_frames - i) + 1
+            _block_acf(xp, s, nb, hop, tau_max, rev, twr, twi, pwr, pwi, c, work)
         # Sliding energy of the lagged window, E(tau) = sum_j x[s+tau+j]^2 (float64: the
         # difference function subtracts nearly equal terms).
         e = 0.0
