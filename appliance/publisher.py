@@ -138,6 +138,9 @@ class Publisher:
         """Successful checkpoint probes (0 while the ACL hides the checkpoint topic)."""
         self.commands_accepted = 0
         self.commands_rejected = 0
+        """Inbound messages refused by the contract (size, JSON, schema) or on a wrong topic."""
+        self.commands_failed = 0
+        """Valid commands the handler raised on (e.g. an unknown position)."""
         self.last_reject_reason = ""
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -365,8 +368,10 @@ class Publisher:
                 try:
                     self.on_command(cmd)
                 except Exception as exc:  # a bad command must never take the daemon down
-                    self._reject(f"handler failed: {type(exc).__name__}", topic)
-                    log.debug("command handler failed", exc_info=True)
+                    # valid by the contract, refused by the handler (which counts it itself)
+                    self.commands_failed += 1
+                    self.last_reject_reason = f"{type(exc).__name__}: {exc}"[:200]
+                    log.warning("command on %s not applied: %s", topic, self.last_reject_reason)
                     return
             self.commands_accepted += 1
         except Exception:  # pragma: no cover - last line of defence for the network thread

@@ -455,7 +455,7 @@ def test_fuzz_on_message_never_raises(tmp_path_factory, topic, payload, retain):
     seen = []
     pub.on_command = seen.append
     pub._on_message(pub.client, None, Msg(topic, payload, retain))
-    assert pub.commands_accepted + pub.commands_rejected <= 1
+    assert pub.commands_accepted + pub.commands_rejected + pub.commands_failed <= 1
     for cmd in seen:
         contract.check_payload("cmd_call", cmd)
 
@@ -474,7 +474,8 @@ def test_on_message_counts_rejections_and_survives_a_failing_handler(tmp_path):
     topic = b"callcenter/v1/box-01/cmd/call"
     pub._on_message(pub.client, None, Msg(topic, b'{"position": "pos-1"}'))
     pub._on_message(pub.client, None, Msg(topic, b"garbage"))
-    assert pub.commands_rejected == 2 and "not JSON" in pub.last_reject_reason
+    assert pub.commands_failed == 1 and pub.commands_rejected == 1
+    assert "not JSON" in pub.last_reject_reason
     pub.on_command = lambda cmd: None
     pub._on_message(pub.client, None, Msg(topic, b'{"position": "pos-1", "action": "end"}'))
     assert pub.commands_accepted == 1
