@@ -1,0 +1,393 @@
+"""Customer emotion from one utterance: frontend statistics -> causal per-call normalisation -> ONNX.
+
+Pipeline per utterance (identical in training, evaluation and live analysis; training imports
+`utterance_features` and `ChannelState` from here, so there is one implementation):
+
+1. `utterance_features(x, sr)`: statistics over the active frames (within 30 dB of the loudest
+   frame) of the runtime frontend's 40-band log-mel and 13 MFCCs (mean, std, std of deltas),
+   frame-energy statistics, and every value of `features.functionals` (in `FUNCTIONAL_NAMES` order).
+2. `ChannelState`: running causal normalisation per call channel. Utterance k of a call is
+   z-scored with the mean/variance of utterances 0..k-1 of that call, shrunk towards a prior from
+   the training set (per sample rate); only then are the statistics updated with utterance k.
+3. The ONNX model (small MLP ensemble, temperature scaling baked in) maps
+   [z-scored features, globally scaled features, is_8k flag] to calibrated class probabilities and
+   an intensity head (trained on RAVDESS normal/strong).
+4. Arousal and valence: a circumplex mapping of the calibrated class probabilities
+   (`CIRCUMPLEX`; expectation over classes), so they are consistent with the label.
+
+`EmotionModel.load()` verifies the SHA-256 of the ONNX file against `model_card.json`, the card's
+spec against the digest embedded in the ONNX metadata, and the feature names against the running
+frontend; any mismatch raises `ModelError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.types import EMOTION_LABELS, EmotionResult
+
+SAMPLE_RATES: tuple[int, ...] = (8000, 16000)
+FEATURE_VERSION = "emo-feat-1"
+N_MELS = 40
+N_MFCC = 13
+ACTIVE_RANGE_NATS = 6.9  # frames within ~30 dB (power) of the loudest frame are "active"
+MIN_ACTIVE_FRAMES = 10
+Z_CLIP = 6.0
+
+# Circumplex coordinates (arousal, valence) per label, after Russell (1980) and the usual placement of
+# the basic emotions; neutral sits slightly on the low-arousal side (calm is merged into neutral).
+CIRCUMPLEX: dict[str, tuple[float, float]] = {
+    "neutral": (-0.3, 0.0),
+    "happy": (0.6, 0.8),
+    "sad": (-0.6, -0.7),
+    "angry": (0.8, -0.7),
+    "fearful": (0.6, -0.6),
+    "disgust": (0.3, -0.7),
+    "surprised": (0.7, 0.3),
+}
+
+
+class ModelError(RuntimeError):
+    """The emotion model files are missing, tampered with or do not match this frontend."""
+
+
+# ----------------------------------------------------------------------------- features
+
+
+def _frontend():
+    from appliance import features  # imported lazily: numba compile cost only when used
+
+    return features
+
+
+def feature_names() -> list[str]:
+    """Names of the raw per-utterance feature vector, in order (depends on the frontend)."""
+    names: list[str] = []
+    for stat in ("mean", "std", "dstd"):
+        names += [f"mel{i:02d}_{stat}" for i in range(N_MELS)]
+    for stat in ("mean", "std", "dstd"):
+        names += [f"mfcc{i:02d}_{stat}" for i in range(N_MFCC)]
+    names += ["energy_mean", "energy_std", "energy_p10", "energy_p90", "active_ratio"]
+    names += [f"fn_{n}" for n in _frontend().FUNCTIONAL_NAMES]
+    return names
+
+
+def _frame_stats(m: np.ndarray, active: np.ndarray) -> np.ndarray:
+    a = m[active]
+    d = np.zeros_like(m)
+    if len(m) > 2:
+        d[1:-1] = 0.5 * (m[2:] - m[:-2])
+    da = d[active]
+    return np.concatenate([a.mean(0), a.std(0), da.std(0)])
+
+
+def utterance_features(x: np.ndarray, sr: int) -> np.ndarray:
+    """Raw (unnormalised) feature vector of one utterance, float64[len(feature_names())]."""
+    F = _frontend()
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    lm = np.asarray(F.log_mel(x, sr, n_mels=N_MELS), dtype=np.float64)
+    mf = np.asarray(F.mfcc(x, sr, n_mfcc=N_MFCC, n_mels=N_MELS), dtype=np.float64)
+    n = min(len(lm), len(mf))
+    if n == 0:
+        raise ValueError("utterance too short for the emotion frontend")
+    lm, mf = lm[:n], mf[:n]
+    mx = lm.max(axis=1, keepdims=True)
+    energy = (mx + np.log(np.exp(lm - mx).sum(axis=1, keepdims=True)))[:, 0]
+    active = energy >= energy.max() - ACTIVE_RANGE_NATS
+    if active.sum() < MIN_ACTIVE_FRAMES:
+        active = np.zeros(n, dtype=bool)
+        active[np.argsort(energy)[-min(n, MIN_ACTIVE_FRAMES):]] = True
+    ea = energy[active]
+    fn = F.functionals(x, sr)
+    fvals = [float(fn[k]) for k in F.FUNCTIONAL_NAMES]
+    out = np.concatenate([
+        _frame_stats(lm, active),
+        _frame_stats(mf, active),
+        [ea.mean(), ea.std(), np.percentile(ea, 10), np.percentile(ea, 90), active.mean()],
+        fvals,
+    ])
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+@dataclass(frozen=True)
+class NormPrior:
+    """Per-sample-rate prior for the running normalisation (from the training set)."""
+
+    mean: np.ndarray  # global mean of the raw features
+    var: np.ndarray  # pooled within-speaker variance (what a call's running variance converges to)
+    gvar: np.ndarray  # total variance (scales the global branch)
+    n0_mean: float = 2.0  # prior strength, in utterances, for the running mean
+    n0_var: float = 6.0  # prior strength, in utterances, for the running variance
+
+    def to_json(self) -> dict:
+        return {
+            "mean": [float(v) for v in self.mean],
+            "var": [float(v) for v in self.var],
+            "gvar": [float(v) for v in self.gvar],
+            "n0_mean": self.n0_mean,
+            "n0_var": self.n0_var,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> NormPrior:
+        return cls(
+            np.asarray(d["mean"], dtype=np.float64),
+            np.asarray(d["var"], dtype=np.float64),
+            np.asarray(d["gvar"], dtype=np.float64),
+            float(d["n0_mean"]),
+            float(d["n0_var"]),
+        )
+
+
+class ChannelState:
+    """Running causal feature statistics of one call channel (customer side of one call).
+
+    `normalise(f)` uses only utterances already `update`d; `EmotionModel.infer` scores first and
+    updates afterwards. A lock makes concurrent use from several threads safe (the pipeline uses one
+    state per call channel from one thread anyway).
+    """
+
+    def __init__(self, priors: dict[int, NormPrior]):
+        self._priors = priors
+        self._lock = threading.Lock()
+        self.sr: int | None = None
+        self.n = 0
+        self._s1: np.ndarray | None = None
+        self._s2: np.ndarray | None = None
+
+    def _reset(self, sr: int) -> None:
+        self.sr, self.n, self._s1, self._s2 = sr, 0, None, None
+
+    def normalise(self, f: np.ndarray, sr: int) -> np.ndarray:
+        """Model input for raw features `f` of an utterance at `sr`, given the past of the call."""
+        with self._lock:
+            if self.sr != sr:
+                self._reset(sr)
+            p = self._priors[sr]
+            k = self.n
+            if k == 0:
+                mu, var = p.mean, p.var
+            else:
+                m_call = self._s1 / k
+                v_call = np.maximum(self._s2 / k - m_call**2, 0.0)
+                mu = (p.n0_mean * p.mean + self._s1) / (p.n0_mean + k)
+                var = (p.n0_var * p.var + k * v_call) / (p.n0_var + k)
+            var = np.maximum(var, 1e-3 * p.var + 1e-12)
+        z = np.clip((f - mu) / np.sqrt(var), -Z_CLIP, Z_CLIP)
+        g = np.clip((f - p.mean) / np.sqrt(p.gvar + 1e-12), -Z_CLIP, Z_CLIP)
+        flag = np.array([1.0 if sr == 8000 else 0.0])
+        return np.concatenate([z, g, flag]).astype(np.float32)
+
+    def update(self, f: np.ndarray, sr: int) -> None:
+        with self._lock:
+            if self.sr != sr:
+                self._reset(sr)
+            if self._s1 is None:
+                self._s1 = np.zeros_like(f, dtype=np.float64)
+                self._s2 = np.zeros_like(f, dtype=np.float64)
+            self._s1 += f
+            self._s2 += f * f
+            self.n += 1
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def circumplex(probs: np.ndarray) -> tuple[float, float]:
+    """(arousal, valence) in [-1, 1]: probability-weighted circumplex coordinates."""
+    av = np.array([CIRCUMPLEX[lab] for lab in EMOTION_LABELS])
+    a, v = np.asarray(probs, dtype=np.float64) @ av
+    return float(np.clip(a, -1, 1)), float(np.clip(v, -1, 1))
+
+
+def make_result(probs: np.ndarray, intensity: float, threshold: float) -> EmotionResult:
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum()
+    i = int(np.argmax(probs))
+    a, v = circumplex(probs)
+    conf = float(probs[i])
+    return EmotionResult(
+        label=EMOTION_LABELS[i],
+        confidence=conf,
+        intensity=float(np.clip(intensity, 0.0, 1.0)),
+        arousal=a,
+        valence=v,
+        uncertain=conf < threshold,
+        probabilities=tuple(float(p) for p in probs),
+    )
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def spec_digest(spec: dict) -> str:
+    """SHA-256 of the canonical JSON of the card's `spec` (embedded in the ONNX metadata)."""
+    blob = json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def bundled_dir() -> Path:
+    import appliance
+
+    here = Path(appliance.__file__).parent / "models"
+    if (here / "model_card.json").exists():
+        return here
+    checkout = Path(appliance.__file__).resolve().parents[1] / "models" / "emotion"  # no symlink
+    return checkout if (checkout / "model_card.json").exists() else here
+
+
+class EmotionModel:
+    """Calibrated emotion classifier; one shared onnxruntime session (its `run` is thread-safe)."""
+
+    def __init__(self, session, card: dict, model_path: Path, providers: list[str]):
+        self._session = session
+        self.card = card
+        spec = card["spec"]
+        self.labels = tuple(spec["labels"])
+        self.threshold = float(spec["uncertain_threshold"])
+        self.sample_rates = tuple(int(s) for s in spec["sample_rates"])
+        self._priors = {int(k): NormPrior.from_json(v) for k, v in spec["normalisation"].items()}
+        self._input = spec["onnx_input"]
+        self._outputs = [o.name for o in session.get_outputs()]
+        self.model_path = model_path
+        self.info: dict[str, Any] = {
+            "name": card.get("name", "emotion"),
+            "version": spec["version"],
+            "sha256": card["files"][model_path.name],
+            "file": model_path.name,
+            "providers": list(providers),
+            "labels": list(self.labels),
+            "sample_rates": list(self.sample_rates),
+            "uncertain_threshold": self.threshold,
+        }
+
+    # -- loading ---------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        *,
+        variant: str | None = None,
+        providers: list[str] | tuple[str, ...] | None = None,
+        intra_op_num_threads: int = 1,
+    ) -> EmotionModel:
+        """Load and verify a model.
+
+        `path`: a model directory (with `model_card.json`), a card file, or an ONNX file next to its
+        card; None = the bundled model. `variant` ("int8"/"fp32") picks another file listed in the
+        card instead of the card's `model_file`. `providers`: onnxruntime providers, default CPU;
+        CUDA is used only when requested and available.
+        """
+        import onnxruntime as ort
+
+        p = Path(path) if path is not None else bundled_dir()
+        onnx_file: Path | None = None
+        if p.is_dir():
+            card_path = p / "model_card.json"
+        elif p.suffix == ".onnx":
+            onnx_file, card_path = p, p.parent / "model_card.json"
+        else:
+            card_path = p
+        try:
+            card = json.loads(card_path.read_text())
+            spec = card["spec"]
+            files = card["files"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"{card_path}: unreadable model card ({exc})") from exc
+        if onnx_file is None:
+            name = card.get("model_file")
+            if variant is not None:
+                name = (card.get("variants") or {}).get(variant)
+                if name is None:
+                    raise ModelError(f"{card_path}: no '{variant}' variant in the card")
+            onnx_file = card_path.parent / str(name)
+        if onnx_file.name not in files:
+            raise ModelError(f"{onnx_file.name}: not listed in the model card")
+        if not onnx_file.is_file():
+            raise ModelError(f"{onnx_file}: model file missing")
+        digest = sha256_file(onnx_file)
+        if digest != files[onnx_file.name]:
+            raise ModelError(f"{onnx_file.name}: SHA-256 {digest[:12]}... does not match the model card")
+        cls._check_spec(spec)
+
+        want = list(providers) if providers else ["CPUExecutionProvider"]
+        avail = set(ort.get_available_providers())
+        use = [pv for pv in want if pv in avail] or ["CPUExecutionProvider"]
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(intra_op_num_threads)
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        try:
+            sess = ort.InferenceSession(str(onnx_file), sess_options=so, providers=use)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{onnx_file.name}: onnxruntime cannot load it ({exc})") from exc
+        meta = sess.get_modelmeta().custom_metadata_map
+        if meta.get("spec_sha256") != spec_digest(spec):
+            raise ModelError(f"{card_path.name}: spec does not match the one the model was built with")
+        inp = sess.get_inputs()[0]
+        if inp.name != spec["onnx_input"]["name"] or int(inp.shape[-1]) != int(spec["onnx_input"]["dim"]):
+            raise ModelError(f"{onnx_file.name}: input {inp.name}{inp.shape} does not match the card")
+        return cls(sess, card, onnx_file, use)
+
+    @staticmethod
+    def _check_spec(spec: dict) -> None:
+        try:
+            if tuple(spec["labels"]) != EMOTION_LABELS:
+                raise ModelError(f"model labels {spec['labels']} != {list(EMOTION_LABELS)}")
+            if spec["feature_version"] != FEATURE_VERSION:
+                raise ModelError(f"feature version {spec['feature_version']} != {FEATURE_VERSION}")
+            names = feature_names()
+            if list(spec["feature_names"]) != names:
+                raise ModelError("feature names in the card do not match this frontend")
+            dim = 2 * len(names) + 1
+            if int(spec["onnx_input"]["dim"]) != dim:
+                raise ModelError(f"card input dim {spec['onnx_input']['dim']} != {dim}")
+            if sorted(int(s) for s in spec["sample_rates"]) != sorted(SAMPLE_RATES):
+                raise ModelError(f"sample rates {spec['sample_rates']} unsupported")
+            for sr in SAMPLE_RATES:
+                prior = spec["normalisation"][str(sr)]
+                if not all(len(prior[k]) == len(names) for k in ("mean", "var", "gvar")):
+                    raise ModelError(f"normalisation prior for {sr} Hz has the wrong size")
+            float(spec["uncertain_threshold"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model card spec incomplete ({exc})") from exc
+
+    # -- inference -------------------------------------------------------------------------
+    def new_state(self) -> ChannelState:
+        return ChannelState(self._priors)
+
+    def run_features(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ONNX forward pass on normalised inputs float32[n, dim] -> (probs[n, 7], intensity[n])."""
+        out = self._session.run(None, {self._input["name"]: np.atleast_2d(z).astype(np.float32)})
+        res = dict(zip(self._outputs, out, strict=True))
+        return res["probs"], res["intensity"].reshape(-1)
+
+    def infer(self, audio: np.ndarray, sr: int, state: ChannelState) -> EmotionResult:
+        """Score one utterance with the call's past, then add it to the call's statistics."""
+        if sr not in self.sample_rates:
+            raise ValueError(f"sample rate {sr} not supported (use one of {self.sample_rates})")
+        f = utterance_features(audio, sr)
+        z = state.normalise(f, sr)
+        probs, inten = self.run_features(z[None, :])
+        state.update(f, sr)
+        return make_result(probs[0], float(inten[0]), self.threshold)
