@@ -4,6 +4,7 @@ will, inbound garbage through a real broker, the outbox CLI, and the outbox itse
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import sys
@@ -204,6 +205,17 @@ def test_inbound_garbage_through_a_real_broker_never_hurts(mq):
             json.dumps({"position": "p", "customer": "x" * 65}).encode(),
             b"[" * 5000,
         ]
+        rnd = random.Random(7)  # deterministic random garbage, binary and JSON-shaped
+        garbage += [rnd.randbytes(rnd.randrange(0, 3000)) for _ in range(100)]
+        keys = ["position", "action", "customer", "call_type", "segment", "msg_id", "text"]
+        for _ in range(100):
+            obj = {
+                rnd.choice(keys): rnd.choice(
+                    [None, 1, 1e308, -1, "pos 1", "x" * rnd.randrange(65, 80), [], {}, True]
+                )
+                for _ in range(rnd.randrange(1, 5))
+            }
+            garbage.append(json.dumps(obj).encode())
         infos = [attacker.publish(topic, g, qos=1) for g in garbage]
         infos.append(attacker.publish(topic, b'{"position": "pos-1", "customer": "CRM-9"}', qos=1))
         for i in infos:
