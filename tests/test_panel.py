@@ -197,6 +197,26 @@ def test_open_redirect_is_not_followed(app):
     assert resp.headers["Location"] == "/"
 
 
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "/\\evil.example",
+        "/\t/evil.example",
+        "https://evil.example/",
+        "javascript:alert(1)",
+        "/%0a/x\n",
+        "",
+        None,
+    ],
+)
+def test_safe_local_path_refuses_foreign_targets(target):
+    from appliance.panel.security import safe_local_path
+
+    assert safe_local_path(target, "/") == "/"
+    assert safe_local_path("/calls?position=pos-1", "/") == "/calls?position=pos-1"
+
+
 def test_api_post_needs_csrf_header(app, sample_db):
     client = app.test_client()
     login(client)

@@ -6,15 +6,13 @@ from flask import Blueprint, g, redirect, render_template, request, session, url
 
 from appliance.panel import db as pdb
 from appliance.panel import users
+from appliance.panel.security import safe_local_path
 
 bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    """Only local paths: no scheme, no //host, no backslashes (open-redirect guard)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("views.live")
-    return target
+    return safe_local_path(target, url_for("views.live"))
 
 
 @bp.route("/login", methods=["GET", "POST"])

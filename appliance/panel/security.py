@@ -10,6 +10,7 @@ import functools
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from flask import (
     Flask,
@@ -79,6 +80,20 @@ def load_secret_key(db_path: str | None) -> bytes:
     with os.fdopen(fd, "wb") as f:
         f.write(key)
     return key
+
+
+def safe_local_path(target: str | None, default: str) -> str:
+    """`target` when it is a path on this site, else `default` (open-redirect guard): no scheme,
+    no host, no `//`, no backslashes or control characters (browsers drop tabs and newlines,
+    turning `/<TAB>/evil` into `//evil`)."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return default
+    if "\\" in target or any(ord(c) < 32 or c.isspace() for c in target):
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return default
+    return target
 
 
 def current_user() -> dict | None:

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, current_app, g, redirect, render_template, r
 
 from appliance.panel import db as pdb
 from appliance.panel import queries, users
+from appliance.panel.security import safe_local_path
 
 bp = Blueprint("views", __name__)
 
@@ -120,10 +121,7 @@ def ack(alert_id: str):
     if row is None:
         abort(404)
     users.audit(db, "alert_ack", g.user["name"], ip=request.remote_addr, detail={"alert": alert_id})
-    target = request.form.get("back") or ""
-    if not target.startswith("/") or target.startswith("//") or "\\" in target:
-        target = url_for("views.alerts")
-    return redirect(target)
+    return redirect(safe_local_path(request.form.get("back"), url_for("views.alerts")))
 
 
 @bp.get("/health")

@@ -42,7 +42,7 @@
       ],
       series: [
         { label: "t", value: function (u, v) { return v === null ? "–" : P.dur(v); } },
-        { label: "valence", stroke: "#7c3aed", width: 2, points: { size: 5 }, spanGaps: true },
+        { label: "valence", stroke: "rgba(124, 58, 237, 0.55)", width: 5, points: { size: 6 }, spanGaps: true },
         { label: "arousal", stroke: "#f08c00", width: 2, points: { size: 5 }, spanGaps: true },
         { label: "sentiment", stroke: "#111827", width: 2.5, dash: [6, 3], points: { size: 6 }, spanGaps: true },
       ],
