@@ -69,7 +69,10 @@ class Session:
 
     def __post_init__(self) -> None:
         self.store = Store(
-            self.db_path, box_id=self.cfg.box.id, min_free_mb=self.cfg.retention.min_free_mb
+            self.db_path,
+            box_id=self.cfg.box.id,
+            min_free_mb=self.cfg.retention.min_free_mb,
+            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
         )
         if self.mqtt_url:
             self.publisher = Publisher(self.db_path, broker_settings(self.cfg, self.mqtt_url))
