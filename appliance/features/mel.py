@@ -242,7 +242,7 @@ class FeatureStream:
     frames that became computable; ``flush()`` returns the last frames (those whose window
     reaches past the end of the signal, computed with the same right zero padding as the batch
     path). The concatenation of all returned frames equals ``log_mel(concatenated, sr)``
-    (within 1e-4; same kernels): the stream starts with ``n_fft//2`` zeros of left padding,
+    (bit-identical in practice, tested to 1e-4; see docs/features.md): the stream starts with ``n_fft//2`` zeros of left padding,
     so frame ``t`` (centred at ``t*hop``) is emitted as soon as sample ``t*hop + n_fft//2 - 1``
     has arrived - a latency of 16 ms at both rates.
     """
@@ -272,8 +272,8 @@ class FeatureStream:
         """Append ``chunk`` (1-D float32/float64, finite); return new frames ``[k, n_mels]``."""
         # Cheap structural checks here; the kernel checks finiteness while copying.
         if type(chunk) is not np.ndarray or chunk.ndim != 1 or chunk.dtype.char not in "fd":
-            check_audio(chunk, self.sr)  # raises the precise FeatureError
-        if not chunk.flags.c_contiguous:  # e.g. one channel of interleaved audio
+            chunk = check_audio(chunk, self.sr)[0]  # raises the precise FeatureError
+        elif not chunk.flags.c_contiguous:  # e.g. one channel of interleaved audio
             chunk = np.ascontiguousarray(chunk)  # (else numba compiles a new specialisation)
         out = stream_step(self._buf, self._state, chunk, self._ftab, self._itab)
         if out.shape[0] == 0 and self._state[S_ERR]:
