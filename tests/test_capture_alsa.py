@@ -380,6 +380,29 @@ def test_appliance_run_end_to_end_through_alsa(alsa_env, tmp_path):
     health = json.loads(_rows(db, "SELECT value FROM settings WHERE key='health'")[0][0])
     assert health["emotion_model"]["version"] and health["streams"][0]["position"] == "pos-1"
 
+    # live capture through ALSA scores the customer exactly as offline analysis of the file does
+    # (sample-exact capture, same VAD cuts, same causal normalisation); times shift by the
+    # moment the call opened (customer onset minus the pre-roll)
+    offline = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "analyze", str(DEMO), "--no-stt", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert offline.returncode == 0, offline.stderr[-2000:]
+    ref = [u for u in json.loads(offline.stdout)["utterances"] if u["speaker"] == "customer"]
+    live = _rows(
+        db,
+        "SELECT start, emotion_label, confidence FROM utterances WHERE speaker = 'customer' ORDER BY start",
+    )
+    assert [u["emotion"]["label"] for u in ref] == [r[1] for r in live]
+    assert all(
+        abs(u["emotion"]["confidence"] - r[2]) < 0.02 for u, r in zip(ref, live, strict=True)
+    )
+    shifts = [u["start"] - r[0] for u, r in zip(ref, live, strict=True)]
+    assert max(shifts) - min(shifts) < 0.8, shifts
+
 
 def test_default_pcm_from_home_asoundrc(alsa_env, tmp_path):
     """~/.asoundrc with `pcm.!default` (no ALSA_CONFIG_PATH): position device "default"."""
