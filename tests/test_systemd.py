@@ -116,3 +116,55 @@ def test_retention_timer_starts_the_retention_service():
     s = _unit(UNITS / "appliance-retention.service")["Service"]
     assert s["Type"] == "oneshot" and "appliance retention --config" in s["ExecStart"]
     assert s["PrivateNetwork"] == "yes"
+
+
+_MDWE = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN (Linux >= 6.3)
+    sys.exit(77)
+"""
+
+
+def _under_mdwe(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """What systemd's MemoryDenyWriteExecute=yes enforces, via the kernel's own MDWE prctl."""
+    import os
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-c", _MDWE + code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_memory_deny_write_execute_matches_each_process(tmp_path):
+    """Panel and retention run with W^X memory; the daemon's numba cannot (hence =no there)."""
+    probe = _under_mdwe("pass")
+    if probe.returncode == 77:
+        pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
+    from appliance.store import Store
+
+    db = tmp_path / "a.db"
+    Store(db).close()
+    panel = _under_mdwe(
+        "import appliance.panel.wsgi as w\n"
+        "c = w.app.test_client(); assert c.get('/healthz').status_code == 200\n"
+        "from argon2 import PasswordHasher; h = PasswordHasher(); assert h.verify(h.hash('pw'), 'pw')\n",
+        env={"APPLIANCE_DB": str(db)},
+    )
+    assert panel.returncode == 0, panel.stderr[-2000:]
+    assert "MemoryDenyWriteExecute=yes" in (UNITS / "appliance-panel.service").read_text()
+    retention = _under_mdwe(
+        f"from appliance.cli import main; sys.exit(main(['retention', '--db', {str(db)!r}]))"
+    )
+    assert retention.returncode == 0, retention.stderr[-2000:]
+    assert "MemoryDenyWriteExecute=yes" in (UNITS / "appliance-retention.service").read_text()
+    jit = _under_mdwe(
+        "import numba\n@numba.njit\ndef f(x):\n    return x + 1\nf(1)\n",
+        env={"NUMBA_CACHE_DIR": str(tmp_path / "nb")},
+    )
+    assert jit.returncode != 0 and "executable memory" in jit.stderr
+    assert "MemoryDenyWriteExecute=no" in (UNITS / "appliance.service").read_text()
