@@ -229,7 +229,9 @@ class PositionWorker:
         # back off (3, 6, 12 ... 60 s) while a device stays away; reset once it delivers audio
         self._failures += 1
         delay = min(self.opts.retry_s * 2 ** (self._failures - 1), max(self.opts.retry_s, 60.0))
-        level = logging.WARNING if self._failures <= 3 or self._failures % 20 == 0 else logging.DEBUG
+        level = (
+            logging.WARNING if self._failures <= 3 or self._failures % 20 == 0 else logging.DEBUG
+        )
         log.log(level, "position %s: %s; retrying in %.0f s", self.pos.id, reason, delay)
         self._end_call("device lost")
         deadline = time.monotonic() + delay
