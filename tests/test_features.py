@@ -199,6 +199,8 @@ def test_stream_latency_reset_and_errors() -> None:
     assert st.push(noise(1)).shape[0] == 1
     with pytest.raises(FeatureError, match="NaN"):
         st.push(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(FeatureError, match="NaN"):
+        st.push(np.array([1e12]))
     with pytest.raises(FeatureError, match="float32 or float64"):
         st.push(np.zeros(10, np.int16))
     st.flush()  # resets: a new signal gives the batch result again
@@ -377,6 +379,7 @@ def test_functionals_correlate_with_opensmile() -> None:
     [
         (np.array([0.0, np.nan], np.float32), 16000, "NaN"),
         (np.array([0.0, np.inf]), 16000, "NaN or infinite"),
+        (np.array([0.0, 1e12], np.float32), 16000, "exceeds"),
         (np.zeros(0, np.float32), 16000, "empty"),
         (np.zeros((2, 100), np.float32), 16000, "1-D"),
         (np.zeros(100, np.int16), 16000, "float32 or float64"),
@@ -467,3 +470,31 @@ def test_stream_any_partition(sizes: list[int], sr: int, seed: int) -> None:
     np.testing.assert_allclose(
         np.concatenate(parts), log_mel(x, sr, preemphasis=0.5), atol=1e-4, rtol=0
     )
+
+
+@hypothesis.settings(max_examples=30, deadline=None)
+@hypothesis.given(
+    n=st_.integers(1, 24000),
+    log_scale=st_.floats(-12, 6),
+    kind=st_.sampled_from(["noise", "tone", "impulses", "square"]),
+    sr=st_.sampled_from([8000, 16000]),
+    seed=st_.integers(0, 2**16),
+)
+def test_functionals_finite_property(
+    n: int, log_scale: float, kind: str, sr: int, seed: int
+) -> None:
+    """Finite, warning-free (pytest turns RuntimeWarnings into errors) for arbitrary input."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / sr
+    if kind == "noise":
+        x = rng.standard_normal(n)
+    elif kind == "tone":
+        x = np.sin(2 * np.pi * rng.uniform(60, 500) * t)
+    elif kind == "impulses":
+        x = (rng.random(n) < 0.01).astype(float)
+    else:
+        x = np.sign(np.sin(2 * np.pi * rng.uniform(60, 500) * t))
+    x = (x * 10.0**log_scale).astype(np.float32)
+    f = functionals(x, sr)
+    assert all(np.isfinite(v) for v in f.values())
+    assert np.isfinite(log_mel(x, sr)).all() and np.isfinite(yin_pitch(x, sr)).all()

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 SUPPORTED_RATES = (8000, 16000)
+# Largest accepted |sample|: beyond ~1e15 the float32 power spectrum overflows; 1e9 leaves a
+# wide margin for unnormalised (e.g. int16-valued) floats while catching garbage.
+MAX_ABS = 1e9
 LOG_FLOOR = 1e-10  # added to mel energies before the natural log (librosa's amin)
 
 
@@ -84,8 +87,14 @@ def check_audio(x: object, sr: object) -> tuple[np.ndarray, int]:
         raise FeatureError(f"audio must be 1-D mono, got shape {x.shape}")
     if x.size == 0:
         raise FeatureError("audio is empty")
-    if not np.isfinite(x).all():
+    peak = float(np.max(np.abs(x)))  # NaN and inf propagate into the peak
+    if not np.isfinite(peak):
         raise FeatureError("audio contains NaN or infinite samples")
+    if peak > MAX_ABS:
+        raise FeatureError(
+            f"audio peak {peak:.3g} exceeds {MAX_ABS:.0e}: expected normalised samples "
+            "(about -1..1; int16 values as floats also work)"
+        )
     return np.ascontiguousarray(x, dtype=np.float32), rate
 
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._common import register
+from ._common import MAX_ABS, register
 from ._fft import JIT, cfft_lanes, rfft_power_1, rfft_power_lanes, rfft_tables
 
 COLS = 16  # four-step column count (SIMD lanes of the first pass)
@@ -241,13 +241,14 @@ def stream_step(buf, state, chunk, ftab, itab):  # pragma: no cover - jitted
     """Append ``chunk`` to the stream buffer (with pre-emphasis) and emit every complete frame.
 
     ``buf`` = audio buffer followed by ``scratch_size(n_fft)`` floats of kernel scratch.
-    A non-finite chunk sets ``state[S_ERR]`` and changes nothing else. Any chunk length works:
+    A chunk with a non-finite sample or one above ``MAX_ABS`` sets ``state[S_ERR]`` and
+    changes nothing else. Any chunk length works:
     the buffer is drained frame by frame while the chunk is copied in.
     """
     n_mels = itab[2]
     for i in range(chunk.size):
         v = chunk[i]
-        if v - v != 0.0:
+        if not abs(v) <= MAX_ABS:  # NaN, inf or absurd amplitude
             state[S_ERR] = 1.0
             return np.empty((0, n_mels), dtype=np.float32)
     n_fft = itab[0]

@@ -278,7 +278,7 @@ class FeatureStream:
         out = stream_step(self._buf, self._state, chunk, self._ftab, self._itab)
         if out.shape[0] == 0 and self._state[S_ERR]:
             self._state[S_ERR] = 0.0
-            raise FeatureError("audio contains NaN or infinite samples")
+            raise FeatureError("audio contains NaN or infinite samples (or |x| > 1e9)")
         return out
 
     def flush(self) -> np.ndarray:
