@@ -251,6 +251,31 @@ class PanelConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    silence_end_s: float = _f(
+        8.0,
+        "An automatically detected call ends after this much silence on both channels.",
+        min=1.0,
+        max=600.0,
+    )
+    managed_silence_end_s: float = _f(
+        600.0,
+        "A call opened by a CTI/panel command ends after this much silence if its `end` never comes.",
+        min=10.0,
+    )
+    health_interval_s: float = _f(
+        15.0,
+        "Seconds between health snapshots (the health topic is published every fourth one).",
+        min=1.0,
+        max=3600.0,
+    )
+    metrics_listen: str = _f(
+        "127.0.0.1:9108",
+        "host:port of the Prometheus text endpoint (localhost only by default); off disables it.",
+    )
+
+
+@dataclass(frozen=True)
 class AppConfig:
     box: BoxConfig = _f(BoxConfig(), "This box.")
     paths: PathsConfig = _f(PathsConfig(), "Files and directories.")
@@ -266,6 +291,7 @@ class AppConfig:
     alerts: AlertsConfig = _f(AlertsConfig(), "Alert fatigue controls.")
     retention: RetentionConfig = _f(RetentionConfig(), "Retention per table.")
     panel: PanelConfig = _f(PanelConfig(), "Supervisor panel.")
+    daemon: DaemonConfig = _f(DaemonConfig(), "Live capture daemon.")
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}
     )

@@ -114,11 +114,16 @@ class DaemonOptions:
     """host:port of the Prometheus text endpoint; "off" disables it; port 0 = any free port."""
 
     @classmethod
-    def from_env(cls) -> DaemonOptions:
+    def from_env(cls, cfg: AppConfig | None = None) -> DaemonOptions:
+        """The `[daemon]` config section; environment variables override it (systemd drop-ins, tests)."""
+        d = cfg.daemon if cfg is not None else None
+        silence = d.silence_end_s if d else SILENCE_END_S
+        health = d.health_interval_s if d else HEALTH_INTERVAL_S
         return cls(
-            silence_end_s=_env_float("APPLIANCE_SILENCE_END_S", SILENCE_END_S),
-            health_interval_s=_env_float("APPLIANCE_HEALTH_INTERVAL_S", HEALTH_INTERVAL_S),
-            metrics=os.environ.get("APPLIANCE_METRICS", METRICS_DEFAULT),
+            silence_end_s=_env_float("APPLIANCE_SILENCE_END_S", silence),
+            managed_silence_end_s=d.managed_silence_end_s if d else MANAGED_SILENCE_END_S,
+            health_interval_s=_env_float("APPLIANCE_HEALTH_INTERVAL_S", health),
+            metrics=os.environ.get("APPLIANCE_METRICS", d.metrics_listen if d else METRICS_DEFAULT),
         )
 
 
@@ -417,7 +422,7 @@ class Daemon:
         self.cfg = cfg
         self.engines = engines
         self.source_factory = source_factory or default_source_factory
-        self.opts = options or DaemonOptions.from_env()
+        self.opts = options or DaemonOptions.from_env(cfg)
         self.notifier = notifier or Notifier()
         self.stop_event = threading.Event()
         self.started_at = time.time()
@@ -444,7 +449,10 @@ class Daemon:
             self.engines = load_engines(self.cfg)
         self.notifier.status("opening the database")
         self.store = Store(
-            self.db_path, box_id=self.cfg.box.id, min_free_mb=self.cfg.retention.min_free_mb
+            self.db_path,
+            box_id=self.cfg.box.id,
+            min_free_mb=self.cfg.retention.min_free_mb,
+            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
         )
         if self.cfg.mqtt.url:
             from appliance.analysis import broker_settings
