@@ -74,6 +74,9 @@ class CallSession:
 class PipelineStats:
     utterances: int = 0
     overruns: int = 0
+    """Utterances dropped because the writer queue was full (live capture only)."""
+    stt_skipped: int = 0
+    """Utterances scored without text because the queue was backing up."""
     emotion_s: float = 0.0
     stt_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
@@ -185,10 +188,20 @@ class Pipeline:
         emo: Future | None = None
         if speaker in self._emotion_speakers() and utt.duration >= self.cfg.emotion.min_duration:
             emo = self._emotion_exec.submit(self._infer, utt, call.emotion_states[speaker])
-        stt = self._stt_exec.submit(self._transcribe, utt) if self.transcriber is not None else None
+        stt = None
+        if self.transcriber is not None:
+            if self._shed_stt(speaker):
+                self.stats.stt_skipped += 1
+            else:
+                stt = self._stt_exec.submit(self._transcribe, utt)
         if not self._put(("utt", call, utt, emo, stt)):
             self.stats.overruns += 1
             log.warning("pipeline overrun: utterance %s of call %s dropped", utt.index, call.id)
+
+    def _shed_stt(self, speaker: str) -> bool:
+        """Back-pressure: under load text goes before scores - agent text first, then customer text."""
+        depth, size = self.jobs.qsize(), self.jobs.maxsize
+        return depth >= size // 4 if speaker == "agent" else depth >= size // 2
 
     def _put(self, job, force: bool = False) -> bool:
         if self.block_when_full or force:

@@ -107,3 +107,34 @@ def test_happy_to_angry_call_real_models(tmp_path):
     last_customer_end = cust[-1]["end"]
     assert min(a["at"] for a in result["alerts"]) < last_customer_end  # fired during the call
     json.dumps(result)
+
+
+def test_back_pressure_sheds_text_before_scores(tmp_path):
+    """A slow STT engine and a small queue: agent text is shed first, no score is dropped."""
+    import time as _time
+
+    from appliance.analysis import Session
+    from appliance.pipeline import CallMeta
+    from appliance.types import Transcript
+
+    class SlowStt:
+        name = "slow"
+
+        def transcribe(self, audio, sr):
+            _time.sleep(0.4)
+            return Transcript(text="fine thanks", engine="slow")
+
+    rec = read_wav(DEMO)
+    session = Session(config_from_dict({}), tmp_path / "bp.db", Engines(SpyModel(), SlowStt(), 0.0))
+    session.pipeline.jobs.maxsize = 8  # a small queue so the replay outruns the slow engine
+    try:
+        call = session.replay(rec, ["agent", "customer"], CallMeta())
+        stats = session.pipeline.stats
+    finally:
+        session.close()
+    assert stats.stt_skipped > 0 and stats.overruns == 0
+    assert len(call.results) == 18  # every utterance scored
+    texts = {u["speaker"]: [] for u in call.results}
+    for u in call.results:
+        texts[u["speaker"]].append(u["text"])
+    assert texts["agent"].count(None) >= texts["customer"].count(None)
