@@ -62,7 +62,7 @@ def server(tmp_path_factory):
 
 
 @schema.parametrize()
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 def test_api_conforms_to_openapi(case, server):
     base, session = server
     case.call_and_validate(base_url=base, session=session)
