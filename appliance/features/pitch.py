@@ -168,8 +168,13 @@ def _yin_kernel(xp, n_frames, hop, tau_min, tau_max, rev, twr, twi, pwr, pwi):  
         den = math.sqrt(e0 * et[best])
         r = float(c[i - c0, best]) + float(c[i - c0 + 1, best])
         rnorm[i] = r / den if den > 0.0 else 0.0
-        # Alternative dips (the N_CAND deepest local minima) for the octave-error pass.
+        # Alternative dips (the N_CAND deepest local minima) for the octave-error pass; only
+        # where some dip is periodic enough to be voiced (the pass never uses others).
+        if cmn[gmin] >= APERIODICITY_MAX:
+            continue
         for t in range(tau_min, n_lag):
+            if cmn[t] >= APERIODICITY_MAX:
+                continue
             left_ok = t == tau_min or cmn[t] < cmn[t - 1]
             right_ok = t == tau_max or cmn[t] <= cmn[t + 1]
             if not (left_ok and right_ok):
