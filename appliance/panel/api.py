@@ -161,6 +161,37 @@ def ack(alert_id: str):
     return jsonify(row)
 
 
+@bp.post("/positions/<position>/call")
+def position_call(position: str):
+    """Start, update or end the call at a position: the daemon polls `settings` row `cmd:<position>`."""
+    from appliance import contract
+
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _err(400, "JSON object expected")
+    cmd = {**body, "position": position, "msg_id": f"panel-{time.time_ns()}"}
+    try:
+        cmd = contract.parse_command(json.dumps(cmd).encode("utf-8"))
+    except contract.ContractError as exc:
+        return _err(400, str(exc))
+    db = pdb.get_db()
+    now = time.time()
+    with db.conn:
+        db.conn.execute(
+            "INSERT INTO settings(key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            [f"cmd:{position}", json.dumps(cmd), now],
+        )
+    users.audit(
+        db,
+        "call_command",
+        g.user["name"],
+        ip=request.remote_addr,
+        detail={"position": position, "action": cmd.get("action", "start")},
+    )
+    return jsonify({"queued": True, "command": cmd, "at": now}), 202
+
+
 @bp.get("/health")
 def health():
     return jsonify(queries.health(pdb.get_db()))

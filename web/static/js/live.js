@@ -96,6 +96,16 @@
       link.href = "/calls/" + encodeURIComponent(p.call.id);
       c.append(link);
     }
+    const cmd = P.el("button", "small call-cmd", on ? "End call" : "Start call");
+    cmd.type = "button";
+    cmd.title = on ? "End the call at this position" : "Open a call at this position now";
+    cmd.addEventListener("click", function () {
+      cmd.disabled = true;
+      P.postJSON("/api/positions/" + encodeURIComponent(p.position) + "/call", { action: on ? "end" : "start" })
+        .then(function () { cmd.textContent = "Sent"; })
+        .catch(function () { cmd.disabled = false; });
+    });
+    c.append(cmd);
     if (lastSeen[p.position] !== undefined && lastSeen[p.position] !== p.last_activity) c.classList.add("flash");
     lastSeen[p.position] = p.last_activity;
     return c;

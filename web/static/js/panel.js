@@ -85,10 +85,22 @@
     });
   }
 
+  function postJSON(url, body) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf(), "Accept": "application/json", "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    }).then(function (r) {
+      if (!r.ok) throw new Error(url + ": " + r.status);
+      return r.json();
+    });
+  }
+
   function getJSON(url) {
     return fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
       .then(function (r) { if (!r.ok) throw new Error(url + ": " + r.status); return r.json(); });
   }
 
-  window.Panel = { csrf, sclass, signed, dur, ago, clock, el, svgEl, spark, ack, getJSON };
+  window.Panel = { csrf, sclass, signed, dur, ago, clock, el, svgEl, spark, ack, getJSON, postJSON };
 })();
