@@ -54,6 +54,13 @@ def broker_settings(cfg: AppConfig, url: str) -> BrokerSettings:
     )
 
 
+def start_publisher(cfg: AppConfig, db_path: str | Path, url: str, on_command=None) -> Publisher:
+    """A running publisher for `db_path` with the config's identity, prefix and TLS settings."""
+    publisher = Publisher(db_path, broker_settings(cfg, url), on_command=on_command)
+    publisher.start()
+    return publisher
+
+
 @dataclass
 class Session:
     """A store, a pipeline and (optionally) a publisher, started and stopped in order."""
@@ -75,8 +82,7 @@ class Session:
             outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
         )
         if self.mqtt_url:
-            self.publisher = Publisher(self.db_path, broker_settings(self.cfg, self.mqtt_url))
-            self.publisher.start()
+            self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
         self.pipeline = Pipeline(
             self.cfg,
             self.store,

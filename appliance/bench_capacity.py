@@ -58,11 +58,9 @@ def run_calls(
     store = Store(db, box_id="bench")
     publisher = None
     if mqtt_url:
-        from appliance.analysis import broker_settings
-        from appliance.publisher import Publisher
+        from appliance.analysis import start_publisher
 
-        publisher = Publisher(db, broker_settings(cfg, mqtt_url))
-        publisher.start()
+        publisher = start_publisher(cfg, db, mqtt_url)
         publisher.connected.wait(10)
     pipe = Pipeline(
         cfg,

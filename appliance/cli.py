@@ -149,13 +149,9 @@ def cmd_outbox(a: argparse.Namespace) -> int:
     if a.outbox_cmd == "status":
         print(json.dumps(outbox_status(a.db)))
         return 0
-    from appliance.analysis import broker_settings
+    from appliance.analysis import start_publisher
 
-    cfg = _load_cfg(a.config)
-    from appliance.publisher import Publisher
-
-    pub = Publisher(a.db, broker_settings(cfg, a.mqtt))
-    pub.start()
+    pub = start_publisher(_load_cfg(a.config), a.db, a.mqtt)
     try:
         ok = pub.flush(a.timeout)
     finally:

@@ -455,15 +455,14 @@ class Daemon:
             outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
         )
         if self.cfg.mqtt.url:
-            from appliance.analysis import broker_settings
-            from appliance.publisher import Publisher
+            from appliance.analysis import start_publisher
 
-            self.publisher = Publisher(
+            self.publisher = start_publisher(
+                self.cfg,
                 self.db_path,
-                broker_settings(self.cfg, self.cfg.mqtt.url),
+                self.cfg.mqtt.url,
                 on_command=lambda c: self.dispatch(c, via="mqtt"),
             )
-            self.publisher.start()
         self.pipeline = Pipeline(
             self.cfg,
             self.store,

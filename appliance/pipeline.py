@@ -344,18 +344,7 @@ class Pipeline:
         messages = [("utterance", contract.new_message("utterance", self.cfg.box.id, body, now))]
         alert_rows = []
         for a in alerts:
-            arow, msg = self._alert(
-                call,
-                a.rule,
-                a.severity,
-                a.action,
-                a.signal,
-                a.value,
-                a.threshold,
-                a.at,
-                a.reason,
-                a.evidence,
-            )
+            arow, msg = self._alert(call, a, at=a.at, threshold=a.threshold)
             alert_rows.append(arow)
             messages.append(msg)
         call_row, call_msg = self._call_row(call, "live")
@@ -378,7 +367,12 @@ class Pipeline:
             }
         )
 
-    def _alert(self, call, rule, severity, action, signal, value, threshold, at, reason, evidence):
+    def _alert(self, call: CallSession, finding: Any, at: float, threshold: float | None = None):
+        """Row, outbox message and analyze-output entry of a rule alert or a cross-call signal
+        (both carry rule, severity, action, signal, value, reason, evidence)."""
+        f = finding
+        rule, severity, action, signal, value = f.rule, f.severity, f.action, f.signal, f.value
+        reason, evidence = f.reason, f.evidence
         aid = str(uuid.uuid4())
         row = {
             "id": aid,
@@ -525,18 +519,7 @@ class Pipeline:
                 )
                 signals = [*signals, *seg_signals]
             for sig in signals:
-                arow, amsg = self._alert(
-                    call,
-                    sig.rule,
-                    sig.severity,
-                    sig.action,
-                    sig.signal,
-                    sig.value,
-                    None,
-                    summary["duration"],
-                    sig.reason,
-                    sig.evidence,
-                )
+                arow, amsg = self._alert(call, sig, at=summary["duration"])
                 upserts["alerts"].append(arow)
                 messages.append(amsg)
         self.store.write(upserts=upserts, messages=messages)
