@@ -5,7 +5,8 @@ Pipeline per utterance (identical in training, evaluation and live analysis; tra
 
 1. `utterance_features(x, sr)`: statistics over the active frames (within 30 dB of the loudest
    frame) of the runtime frontend's 40-band log-mel and 13 MFCCs (mean, std, std of deltas),
-   frame-energy statistics, and every value of `features.functionals` (in `FUNCTIONAL_NAMES` order).
+   frame-energy statistics, every value of `features.functionals` (in `FUNCTIONAL_NAMES` order), and
+   voiced/unvoiced (`yin_pitch`) and temporal (thirds of the utterance) MFCC, pitch and energy statistics.
 2. `ChannelState`: running causal normalisation per call channel. Utterance k of a call is
    z-scored with the mean/variance of utterances 0..k-1 of that call, shrunk towards a prior from
    the training set (per sample rate); only then are the statistics updated with utterance k.
@@ -34,7 +35,7 @@ import numpy as np
 from appliance.types import EMOTION_LABELS, EmotionResult
 
 SAMPLE_RATES: tuple[int, ...] = (8000, 16000)
-FEATURE_VERSION = "emo-feat-1"
+FEATURE_VERSION = "emo-feat-2"
 N_MELS = 40
 N_MFCC = 13
 ACTIVE_RANGE_NATS = 6.9  # frames within ~30 dB (power) of the loudest frame are "active"
@@ -76,6 +77,17 @@ def feature_names() -> list[str]:
         names += [f"mfcc{i:02d}_{stat}" for i in range(N_MFCC)]
     names += ["energy_mean", "energy_std", "energy_p10", "energy_p90", "active_ratio"]
     names += [f"fn_{n}" for n in _frontend().FUNCTIONAL_NAMES]
+    # voiced / unvoiced and temporal (thirds of the active frames) statistics
+    names += [f"mfcc{i:02d}_voiced_mean" for i in range(N_MFCC)]
+    names += [f"mfcc{i:02d}_voiced_std" for i in range(N_MFCC)]
+    names += [f"mel{i:02d}_voiced_mean" for i in range(N_MELS)]
+    names += [f"mfcc{i:02d}_unvoiced_mean" for i in range(N_MFCC)]
+    for third in ("t1", "t2", "t3"):
+        names += [f"mfcc{i:02d}_{third}_mean" for i in range(N_MFCC)]
+    names += [f"mfcc{i:02d}_ddstd" for i in range(N_MFCC)]
+    names += ["f0_st_p05", "f0_st_p95", "f0_st_absdelta", "f0_st_t1", "f0_st_t2", "f0_st_t3"]
+    names += ["energy_skew", "energy_kurt", "voiced_ratio", "energy_t1", "energy_t2", "energy_t3"]
+    names += ["mel_centroid_voiced_mean", "mel_centroid_voiced_std"]
     return names
 
 
@@ -114,8 +126,44 @@ def utterance_features(x: np.ndarray, sr: int) -> np.ndarray:
         _frame_stats(mf, active),
         [ea.mean(), ea.std(), np.percentile(ea, 10), np.percentile(ea, 90), active.mean()],
         fvals,
+        _voiced_temporal(x, sr, lm, mf, energy, active),
     ])
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _voiced_temporal(x, sr, lm, mf, energy, active) -> np.ndarray:
+    """Voiced/unvoiced MFCC and mel statistics, MFCC/pitch/energy by thirds, pitch range, energy shape."""
+    f0 = np.asarray(_frontend().yin_pitch(x, sr), dtype=np.float64)
+    n = len(lm)
+    f0 = np.pad(f0, (0, max(0, n - len(f0))))[:n]
+    voiced = (f0 > 0) & active
+    v = voiced if voiced.sum() >= 5 else active
+    uv = active & ~voiced
+    out: list = []
+    out += list(mf[v].mean(0)) + list(mf[v].std(0)) + list(lm[v].mean(0))
+    out += list(mf[uv].mean(0) if uv.sum() >= 3 else mf[active].mean(0))
+    idx = np.where(active)[0]
+    thirds = np.array_split(idx, 3)
+    for t in thirds:
+        out += list(mf[t].mean(0) if len(t) else mf[active].mean(0))
+    dd = np.zeros_like(mf)
+    if n > 4:
+        dd[2:-2] = mf[4:] - 2 * mf[2:-2] + mf[:-4]
+    out += list(dd[active].std(0))
+    fv = f0[voiced]
+    st = 12 * np.log2(fv / 55.0) if len(fv) >= 3 else np.zeros(3)
+    parts = np.array_split(st, 3)
+    out += [np.percentile(st, 5), np.percentile(st, 95), float(np.mean(np.abs(np.diff(st))))]
+    out += [p.mean() if len(p) else st.mean() for p in parts]
+    e = energy[active]
+    sd = e.std() + 1e-9
+    out += [float(((e - e.mean()) ** 3).mean() / sd**3), float(((e - e.mean()) ** 4).mean() / sd**4),
+            voiced.sum() / max(active.sum(), 1)]
+    out += [energy[t].mean() if len(t) else e.mean() for t in thirds]
+    w = np.exp(lm[v] - lm[v].max(1, keepdims=True))
+    c = (w * np.arange(lm.shape[1])).sum(1) / w.sum(1)
+    out += [c.mean(), c.std()]
+    return np.asarray(out, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -128,8 +176,8 @@ class NormPrior:
     mean: np.ndarray  # global mean of the raw features
     var: np.ndarray  # pooled within-speaker variance (what a call's running variance converges to)
     gvar: np.ndarray  # total variance (scales the global branch)
-    n0_mean: float = 2.0  # prior strength, in utterances, for the running mean
-    n0_var: float = 6.0  # prior strength, in utterances, for the running variance
+    n0_mean: float = 4.0  # prior strength, in utterances, for the running mean
+    n0_var: float = 12.0  # prior strength, in utterances, for the running variance
 
     def to_json(self) -> dict:
         return {
