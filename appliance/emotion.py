@@ -13,8 +13,9 @@ Pipeline per utterance (identical in training, evaluation and live analysis; tra
 3. The ONNX model (small MLP ensemble, temperature scaling baked in) maps
    [z-scored features, globally scaled features, is_8k flag] to calibrated class probabilities and
    an intensity head (trained on RAVDESS normal/strong).
-4. Arousal and valence: a circumplex mapping of the calibrated class probabilities
-   (`CIRCUMPLEX`; expectation over classes), so they are consistent with the label.
+4. Valence: a circumplex mapping of the calibrated class probabilities (`CIRCUMPLEX`; expectation
+   over classes). Arousal: the same circumplex expectation, averaged (weight from the card) with the
+   model's trained arousal head (2 * P(high) - 1), which separates high/low arousal better.
 
 `EmotionModel.load()` verifies the SHA-256 of the ONNX file against `model_card.json`, the card's
 spec against the digest embedded in the ONNX metadata, and the feature names against the running
@@ -260,11 +261,16 @@ def circumplex(probs: np.ndarray) -> tuple[float, float]:
     return float(np.clip(a, -1, 1)), float(np.clip(v, -1, 1))
 
 
-def make_result(probs: np.ndarray, intensity: float, threshold: float) -> EmotionResult:
+def make_result(probs: np.ndarray, intensity: float, threshold: float,
+                arousal_high: float | None = None, head_weight: float = 0.0) -> EmotionResult:
+    """EmotionResult from calibrated probabilities. Arousal = (1 - w) * circumplex arousal
+    + w * (2 * P(high arousal) - 1) when the model has a trained arousal head (w from the card)."""
     probs = np.asarray(probs, dtype=np.float64)
     probs = probs / probs.sum()
     i = int(np.argmax(probs))
     a, v = circumplex(probs)
+    if arousal_high is not None and head_weight > 0:
+        a = float(np.clip((1 - head_weight) * a + head_weight * (2 * float(arousal_high) - 1), -1, 1))
     conf = float(probs[i])
     return EmotionResult(
         label=EMOTION_LABELS[i],
@@ -313,6 +319,7 @@ class EmotionModel:
         spec = card["spec"]
         self.labels = tuple(spec["labels"])
         self.threshold = float(spec["uncertain_threshold"])
+        self.arousal_head_weight = float(spec.get("arousal_head_weight", 0.0))
         self.sample_rates = tuple(int(s) for s in spec["sample_rates"])
         self._priors = {int(k): NormPrior.from_json(v) for k, v in spec["normalisation"].items()}
         self._input = spec["onnx_input"]
@@ -424,11 +431,13 @@ class EmotionModel:
     def new_state(self) -> ChannelState:
         return ChannelState(self._priors)
 
-    def run_features(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ONNX forward pass on normalised inputs float32[n, dim] -> (probs[n, 7], intensity[n])."""
+    def run_features(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """ONNX forward pass on normalised inputs float32[n, dim] ->
+        (probs[n, 7], intensity[n], P(high arousal)[n] or None)."""
         out = self._session.run(None, {self._input["name"]: np.atleast_2d(z).astype(np.float32)})
         res = dict(zip(self._outputs, out, strict=True))
-        return res["probs"], res["intensity"].reshape(-1)
+        ah = res.get("arousal_high")
+        return res["probs"], res["intensity"].reshape(-1), None if ah is None else ah.reshape(-1)
 
     def infer(self, audio: np.ndarray, sr: int, state: ChannelState) -> EmotionResult:
         """Score one utterance with the call's past, then add it to the call's statistics."""
@@ -436,6 +445,7 @@ class EmotionModel:
             raise ValueError(f"sample rate {sr} not supported (use one of {self.sample_rates})")
         f = utterance_features(audio, sr)
         z = state.normalise(f, sr)
-        probs, inten = self.run_features(z[None, :])
+        probs, inten, ahigh = self.run_features(z[None, :])
         state.update(f, sr)
-        return make_result(probs[0], float(inten[0]), self.threshold)
+        return make_result(probs[0], float(inten[0]), self.threshold,
+                           None if ahigh is None else float(ahigh[0]), self.arousal_head_weight)
