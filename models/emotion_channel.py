@@ -4,6 +4,8 @@
   low-level noise (SNR 25-50 dB), clipping at full scale.
 - `phone8`: telephone: band-limit 300-3400 Hz (edges jittered), resample to 8 kHz, random gain,
   line noise (white + mains hum, SNR 20-45 dB), G.711 mu-law 8-bit round trip.
+- `speed16` / `speed8` (and `b` copies): the same after a playback-speed change of 0.90-1.10, one factor
+  per speaker and variant (pitch and formants shift together): extra pseudo-speakers.
 """
 
 from __future__ import annotations
@@ -87,6 +89,25 @@ def phone8(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return mulaw_roundtrip(x)
 
 
+SPEED_FACTORS = ((9, 10), (23, 25), (19, 20), (21, 20), (27, 25), (11, 10))  # 0.90 .. 1.10
+
+
+def speed_perturb(x: np.ndarray, factor: tuple[int, int]) -> np.ndarray:
+    """Play the recording `p/q` times faster (pitch and formants scale by p/q): a cheap new "speaker"."""
+    p, q = factor
+    return signal.resample_poly(np.asarray(x, dtype=np.float64), q, p).astype(np.float32)
+
+
+def vtlp_headset16(x: np.ndarray, sr: int, rng: np.random.Generator, spk_rng: np.random.Generator) -> np.ndarray:
+    f = SPEED_FACTORS[int(spk_rng.integers(len(SPEED_FACTORS)))]
+    return headset16(speed_perturb(x, f), sr, rng)
+
+
+def vtlp_phone8(x: np.ndarray, sr: int, rng: np.random.Generator, spk_rng: np.random.Generator) -> np.ndarray:
+    f = SPEED_FACTORS[int(spk_rng.integers(len(SPEED_FACTORS)))]
+    return phone8(speed_perturb(x, f), sr, rng)
+
+
 VARIANTS = {
     # name: (sample rate, function or None for the clip as recorded, seed offset)
     "clean16": (16000, None, 0),
@@ -95,15 +116,23 @@ VARIANTS = {
     "phone8a": (8000, phone8, 3),
     "phone8b": (8000, phone8, 4),
     "phone8c": (8000, phone8, 5),
+    # speed-perturbed (one factor per speaker, so a pseudo-call sounds like one new speaker)
+    "speed16": (16000, vtlp_headset16, 6),
+    "speed8": (8000, vtlp_phone8, 7),
+    "speed16b": (16000, vtlp_headset16, 8),
+    "speed8b": (8000, vtlp_phone8, 9),
 }
 EVAL_VARIANTS = {"16k": "clean16", "phone": "phone8a"}
 
 
-def make_variant(x: np.ndarray, sr_in: int, variant: str, seed: int) -> tuple[np.ndarray, int]:
+def make_variant(x: np.ndarray, sr_in: int, variant: str, seed: int, speaker_seed: int = 0) -> tuple[np.ndarray, int]:
     """Audio of one training variant. 16 kHz variants of an 8 kHz recording stay at 8 kHz."""
     sr, fn, off = VARIANTS[variant]
     if fn is None:
         return np.asarray(x, dtype=np.float32), sr_in
     rng = np.random.default_rng([seed, off])
-    y = fn(x, sr_in, rng)
-    return y, (8000 if fn is phone8 else sr_in)
+    if fn in (vtlp_headset16, vtlp_phone8):
+        y = fn(x, sr_in, rng, np.random.default_rng([speaker_seed, off]))
+    else:
+        y = fn(x, sr_in, rng)
+    return y, (8000 if fn in (phone8, vtlp_phone8) else sr_in)

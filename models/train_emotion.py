@@ -126,10 +126,10 @@ def _frontend_signature() -> str:
     return h.hexdigest()[:16]
 
 
-def _extract_one(args: tuple[str, str, int]) -> np.ndarray:
-    path, variant, seed = args
+def _extract_one(args: tuple[str, str, int, int]) -> np.ndarray:
+    path, variant, seed, speaker_seed = args
     x, sr = read_audio(Path(path))
-    y, sr2 = make_variant(x, sr, variant, seed)
+    y, sr2 = make_variant(x, sr, variant, seed, speaker_seed)
     return np.concatenate([E.utterance_features(y, sr2), [sr2]])
 
 
@@ -150,7 +150,7 @@ def extract(clips: list[Clip], variants, cache_dir: Path, workers: int) -> dict[
             st = c.abspath.stat()
             key = hashlib.sha1(f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
             if key not in d:
-                todo.append((v, key, (str(c.abspath), v, zlib.crc32(c.path.encode()))))
+                todo.append((v, key, (str(c.abspath), v, zlib.crc32(c.path.encode()), zlib.crc32(c.group.encode()))))
     if todo:
         from multiprocessing import get_context
 
@@ -712,6 +712,11 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
     cache = Path(cache_dir) if cache_dir else Path(__file__).resolve().parent / ".cache" / "emotion"
     clips = load_manifest(manifest)
     log(f"{len(clips)} clips, {len({c.group for c in clips})} speakers/groups; variants {cfg.variants}")
+    with manifest.open(newline="") as fh:
+        header = next(csv.reader(fh))
+    if "speaker" not in header:
+        log("note: no 'speaker' column - CV folds are grouped by 'call' (or by file), so one speaker can appear "
+            "on both sides of a fold and the CV numbers are optimistic; add a speaker column for honest CV")
     feats = extract(clips, cfg.variants, cache, cfg.workers)
     work = Path(tempfile.mkdtemp(prefix="emotion-train-"))
     folds_res, summary = [], {}
@@ -861,7 +866,8 @@ def render_card_md(card: dict) -> str:
     L += ["", "## Training data and licence", f"{card['training']['data']}. Licence: {card['training']['data_licence']}.", "",
           card["licence_note"], "",
           f"Channel simulation during training: {', '.join(card['training']['channel_variants'])} "
-          "(clean 16 kHz; headset gain/noise; telephone 300-3400 Hz, 8 kHz, line noise, gain, G.711 mu-law)."]
+          "(clean 16 kHz; headset gain/noise; telephone 300-3400 Hz, 8 kHz, line noise, gain, G.711 mu-law; "
+          "speed-perturbed headset/telephone copies, playback speed 0.90-1.10 fixed per speaker, as extra pseudo-speakers)."]
     if s:
         L += ["", "## Evaluation (speakers held out)", card["cv"]["protocol"] + ".", "",
               "| fold | held-out speakers | 16k UAR | 16k arousal UAR | phone UAR | phone arousal UAR | 16k UAR int8 | phone UAR int8 |",
