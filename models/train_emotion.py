@@ -856,7 +856,8 @@ def render_card_md(card: dict) -> str:
           f"{a['parameters']} parameters; {a['inputs']}; heads: {a['heads']}.", "",
           "Features (runtime frontend `appliance.features`, computed by `appliance.emotion.utterance_features`): "
           "mean/std/delta-std of 40 log-mel bands and 13 MFCCs over active frames (within 30 dB of the loudest), "
-          "frame-energy statistics, and all `features.functionals`. Causal per-call normalisation: utterance k is "
+          "frame-energy statistics, all `features.functionals`, MFCC/mel statistics over voiced (`yin_pitch`) and unvoiced "
+          "frames, MFCC/pitch/energy means per third of the utterance, pitch range and energy shape. Causal per-call normalisation: utterance k is "
           "z-scored with the running mean/variance of utterances before it in the same call, shrunk towards a "
           "training-set prior (mean prior weight 4 utterances, variance 12), per sample rate.", "",
           "Outputs:"]
