@@ -199,7 +199,10 @@ class Pipeline:
             log.warning("pipeline overrun: utterance %s of call %s dropped", utt.index, call.id)
 
     def _shed_stt(self, speaker: str) -> bool:
-        """Back-pressure: under load text goes before scores - agent text first, then customer text."""
+        """Back-pressure: under load text goes before scores - agent text first, then customer text.
+        Only live capture sheds; a replay (analyze, demo) blocks the reader instead and keeps all text."""
+        if self.block_when_full:
+            return False
         depth, size = self.jobs.qsize(), self.jobs.maxsize
         return depth >= size // 4 if speaker == "agent" else depth >= size // 2
 

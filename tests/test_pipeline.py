@@ -121,14 +121,18 @@ def test_back_pressure_sheds_text_before_scores(tmp_path):
         name = "slow"
 
         def transcribe(self, audio, sr):
-            _time.sleep(0.4)
+            _time.sleep(1.5)
             return Transcript(text="fine thanks", engine="slow")
 
     rec = read_wav(DEMO)
     session = Session(config_from_dict({}), tmp_path / "bp.db", Engines(SpyModel(), SlowStt(), 0.0))
-    session.pipeline.jobs.maxsize = 8  # a small queue so the replay outruns the slow engine
+    session.pipeline.jobs.maxsize = 16
+    session.pipeline.block_when_full = (
+        False  # behave like live capture: shed, never stall the reader
+    )
     try:
-        call = session.replay(rec, ["agent", "customer"], CallMeta())
+        # six times real time: utterances arrive faster than the slow engine transcribes them
+        call = session.replay(rec, ["agent", "customer"], CallMeta(), speed=6.0)
         stats = session.pipeline.stats
     finally:
         session.close()
