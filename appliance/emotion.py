@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from appliance.types import EMOTION_LABELS, EmotionResult
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATES: tuple[int, ...] = (8000, 16000)
 FEATURE_VERSION = "emo-feat-2"
@@ -388,6 +391,10 @@ class EmotionModel:
         want = list(providers) if providers else ["CPUExecutionProvider"]
         avail = set(ort.get_available_providers())
         use = [pv for pv in want if pv in avail] or ["CPUExecutionProvider"]
+        missing = [pv for pv in want if pv not in avail]
+        if missing:
+            # a Jetson/CUDA setting on a box without the GPU build: say so, run on the CPU
+            log.warning("onnxruntime providers %s not available here (have %s): using %s", missing, sorted(avail), use)
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(intra_op_num_threads)
         so.inter_op_num_threads = 1

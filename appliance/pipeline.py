@@ -81,6 +81,8 @@ class PipelineStats:
     stt_s: float = 0.0
     latencies: list[float] = field(default_factory=list)
     """Seconds from the VAD closing an utterance to its scores being committed."""
+    latencies_ex_stt: list[float] = field(default_factory=list)
+    """The same less the time the recogniser spent decoding that utterance."""
     first_score_at: float | None = None
 
 
@@ -110,6 +112,7 @@ class Pipeline:
         workers = stt_workers or max(1, (os.cpu_count() or 2))
         self._stt_exec = ThreadPoolExecutor(workers, thread_name_prefix="stt")
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._stt_wall: dict[tuple[str, int], float] = {}
         self.calls: dict[str, CallSession] = {}
         self._pseudonym_key = self._load_pseudonym_key()
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -225,10 +228,12 @@ class Pipeline:
 
     def _transcribe(self, utt: Utterance) -> Transcript:
         t = time.thread_time()
+        w = time.monotonic()
         try:
             return self.transcriber.transcribe(utt.audio, utt.sample_rate)
         finally:
             self.stats.stt_s += time.thread_time() - t
+            self._stt_wall[(utt.call_id, utt.index)] = time.monotonic() - w
 
     # -- writer ------------------------------------------------------------------------
 
@@ -356,7 +361,9 @@ class Pipeline:
             row, trow, messages, upserts={"calls": [call_row], "alerts": alert_rows}
         )
         self.stats.utterances += 1
-        self.stats.latencies.append(time.monotonic() - utt.ended_at_monotonic)
+        latency = time.monotonic() - utt.ended_at_monotonic
+        self.stats.latencies.append(latency)
+        self.stats.latencies_ex_stt.append(latency - self._stt_wall.pop((call.id, utt.index), 0.0))
         if self.stats.first_score_at is None:
             self.stats.first_score_at = time.monotonic()
         call.results.append(

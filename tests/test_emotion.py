@@ -226,3 +226,19 @@ def test_ravdess_angry_strong_more_aroused_than_sad(model):
         vals = [model.infer(*read_audio(RAVDESS / p), model.new_state()).arousal for p in paths]
         mean[emo] = float(np.mean(vals))
     assert mean["angry"] > mean["sad"] + 0.2, mean
+
+
+def test_unavailable_gpu_provider_falls_back_to_cpu_with_a_warning(caplog):
+    """A Jetson config (CUDA first) on a CPU-only box still runs; nothing may need the GPU."""
+    import logging
+
+    import onnxruntime as ort
+
+    from appliance.emotion import EmotionModel
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: the fallback cannot be observed")
+    with caplog.at_level(logging.WARNING, logger="appliance.emotion"):
+        m = EmotionModel.load(providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert m.info["providers"] == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider" in caplog.text
