@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from appliance.types import EmotionResult, Speaker, Transcript, Utterance
 from appliance.vad import Segmenter
 
 log = logging.getLogger(__name__)
+
+WRITER_POLL_S = 0.01
+"""How often the writer looks for finished stages while utterances are in flight."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class Pipeline:
         self._stt_exec = ThreadPoolExecutor(workers, thread_name_prefix="stt")
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stt_wall: dict[tuple[str, int], float] = {}
+        self._pending_n = 0  # utterances taken off `jobs` by the writer, not yet written
         self.calls: dict[str, CallSession] = {}
         self._pseudonym_key = self._load_pseudonym_key()
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -166,7 +171,7 @@ class Pipeline:
 
     @property
     def queue_depth(self) -> int:
-        return self.jobs.qsize()
+        return self.jobs.qsize() + self._pending_n
 
     # -- stages ------------------------------------------------------------------------
 
@@ -206,7 +211,7 @@ class Pipeline:
         Only live capture sheds; a replay (analyze, demo) blocks the reader instead and keeps all text."""
         if self.block_when_full:
             return False
-        depth, size = self.jobs.qsize(), self.jobs.maxsize
+        depth, size = self.queue_depth, self.jobs.maxsize
         return depth >= size // 4 if speaker == "agent" else depth >= size // 2
 
     def _put(self, job, force: bool = False) -> bool:
@@ -238,28 +243,76 @@ class Pipeline:
     # -- writer ------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
+        """Commit utterances as their stages finish, in order per call and speaker.
+
+        One slow decode must not hold back the scores of other calls (or of the other speaker of
+        the same call): jobs wait in a FIFO per (call, speaker) and whichever head is ready is
+        written. A call's summary is written once all its utterances are."""
+        pending: dict[tuple[str, str], deque] = {}
+        ends: dict[str, tuple] = {}
+        stopping = False
         while True:
-            job = self.jobs.get()
-            if job is None:
+            if not stopping and self._pending_n < self.jobs.maxsize:
+                try:
+                    job = self.jobs.get(timeout=WRITER_POLL_S if (pending or ends) else None)
+                except queue.Empty:
+                    job = ()
+                if job is None:
+                    stopping = True
+                elif job:
+                    self._route(job, pending, ends)
+            elif pending:
+                time.sleep(WRITER_POLL_S)
+            self._drain_ready(pending, ends)
+            if stopping and not pending and not ends:
                 return
-            try:
-                kind = job[0]
-                if kind == "utt":
-                    self._write_utterance(*job[1:])
-                elif kind == "open":
-                    self._write_call(job[1], "live")
-                elif kind == "meta":
-                    job[1].meta = job[2]
-                    self._write_call(job[1], "live")
-                elif kind == "end":
-                    self._end_call(job[1])
-            except Exception:
-                # a failing utterance must not stop the call; the row is lost, the error is loud
-                log.exception("writer failed on %s job", job[0])
-                if job[0] == "end":
-                    job[1].done.set()
-            finally:
-                self.on_stored()
+
+    def _route(self, job: tuple, pending: dict, ends: dict) -> None:
+        kind = job[0]
+        if kind == "utt":
+            pending.setdefault((job[1].id, job[2].speaker), deque()).append(job)
+            self._pending_n += 1
+        elif kind == "end":
+            ends[job[1].id] = job
+        else:
+            self._run_job(job)
+
+    def _drain_ready(self, pending: dict, ends: dict) -> None:
+        progress = True
+        while progress:
+            progress = False
+            for key in list(pending):
+                dq = pending[key]
+                _, _, _, emo, stt = dq[0]
+                if (emo is None or emo.done()) and (stt is None or stt.done()):
+                    self._run_job(dq.popleft())
+                    self._pending_n -= 1
+                    progress = True
+                    if not dq:
+                        del pending[key]
+        for call_id in list(ends):
+            if not any(k[0] == call_id for k in pending):
+                self._run_job(ends.pop(call_id))
+
+    def _run_job(self, job: tuple) -> None:
+        try:
+            kind = job[0]
+            if kind == "utt":
+                self._write_utterance(*job[1:])
+            elif kind == "open":
+                self._write_call(job[1], "live")
+            elif kind == "meta":
+                job[1].meta = job[2]
+                self._write_call(job[1], "live")
+            elif kind == "end":
+                self._end_call(job[1])
+        except Exception:
+            # a failing utterance must not stop the call; the row is lost, the error is loud
+            log.exception("writer failed on %s job", job[0])
+            if job[0] == "end":
+                job[1].done.set()
+        finally:
+            self.on_stored()
 
     def _result(self, fut: Future | None, what: str):
         if fut is None:
