@@ -32,6 +32,8 @@ from appliance.pipeline import CallMeta, Pipeline
 from appliance.store import Store
 
 CALL_SECONDS = 70.0
+STAGGER_S = 1.7
+"""Start offset between the calls of the real-time run."""
 
 
 def bench_call(seconds: float = CALL_SECONDS) -> Recording:
@@ -73,6 +75,10 @@ def run_calls(
     t0 = time.monotonic()
 
     def one(i: int) -> None:
+        if speed > 0:
+            # real calls do not start in the same second: stagger them so utterance ends are not
+            # artificially synchronised across calls (the same looped recording plays at every position)
+            time.sleep(i * STAGGER_S)
         src = WavReplaySource(rec, ["agent", "customer"], speed=speed)
         call = pipe.open_call(CallMeta(position=f"pos-{i + 1}"), src.sample_rate, source="bench")
         for chunk in src.chunks():
@@ -98,6 +104,8 @@ def run_calls(
         "overruns": pipe.stats.overruns,
         "latency_commit_ms": _percentiles(pipe.stats.latencies),
         "latency_commit_less_stt_ms": _percentiles(pipe.stats.latencies_ex_stt),
+        "customer_latency_commit_ms": _percentiles(pipe.stats.customer_latencies),
+        "customer_latency_commit_less_stt_ms": _percentiles(pipe.stats.customer_latencies_ex_stt),
     }
     pipe.stop()
     if publisher is not None:

@@ -87,6 +87,9 @@ class PipelineStats:
     """Seconds from the VAD closing an utterance to its scores being committed."""
     latencies_ex_stt: list[float] = field(default_factory=list)
     """The same less the time the recogniser spent decoding that utterance."""
+    customer_latencies: list[float] = field(default_factory=list)
+    """`latencies` of customer utterances (the ones carrying emotion and sentiment)."""
+    customer_latencies_ex_stt: list[float] = field(default_factory=list)
     first_score_at: float | None = None
 
 
@@ -201,7 +204,10 @@ class Pipeline:
             if self._shed_stt(speaker):
                 self.stats.stt_skipped += 1
             else:
-                stt = self._stt_exec.submit(self._transcribe, utt)
+                # the customer's text feeds the live sentiment: decode it before the agent's
+                stt = self._stt_exec.submit(
+                    0 if speaker == "customer" else 1, self._transcribe, utt
+                )
         if not self._put(("utt", call, utt, emo, stt)):
             self.stats.overruns += 1
             log.warning("pipeline overrun: utterance %s of call %s dropped", utt.index, call.id)
@@ -416,7 +422,11 @@ class Pipeline:
         self.stats.utterances += 1
         latency = time.monotonic() - utt.ended_at_monotonic
         self.stats.latencies.append(latency)
-        self.stats.latencies_ex_stt.append(latency - self._stt_wall.pop((call.id, utt.index), 0.0))
+        ex_stt = latency - self._stt_wall.pop((call.id, utt.index), 0.0)
+        self.stats.latencies_ex_stt.append(ex_stt)
+        if utt.speaker == "customer":
+            self.stats.customer_latencies.append(latency)
+            self.stats.customer_latencies_ex_stt.append(ex_stt)
         if self.stats.first_score_at is None:
             self.stats.first_score_at = time.monotonic()
         call.results.append(
