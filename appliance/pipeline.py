@@ -204,10 +204,7 @@ class Pipeline:
             if self._shed_stt(speaker):
                 self.stats.stt_skipped += 1
             else:
-                # the customer's text feeds the live sentiment: decode it before the agent's
-                stt = self._stt_exec.submit(
-                    0 if speaker == "customer" else 1, self._transcribe, utt
-                )
+                stt = self._stt_exec.submit(self._transcribe, utt)
         if not self._put(("utt", call, utt, emo, stt)):
             self.stats.overruns += 1
             log.warning("pipeline overrun: utterance %s of call %s dropped", utt.index, call.id)
