@@ -52,14 +52,8 @@ def _q(db: Path, sql: str, args=()):
         conn.close()
 
 
-@pytest.fixture
-def panel(tmp_path):
-    """A fresh database, a supervisor made with `appliance user add`, the panel on loopback."""
-    from werkzeug.serving import make_server
-
-    from appliance.panel import create_app
-
-    db = tmp_path / "panel.db"
+def add_supervisor(db) -> None:
+    """The supervisor the browser logs in as, made the way an installer would: `appliance user add`."""
     r = subprocess.run(
         [
             sys.executable,
@@ -80,6 +74,17 @@ def panel(tmp_path):
         timeout=60,
     )
     assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture
+def panel(tmp_path):
+    """A fresh database, a supervisor made with `appliance user add`, the panel on loopback."""
+    from werkzeug.serving import make_server
+
+    from appliance.panel import create_app
+
+    db = tmp_path / "panel.db"
+    add_supervisor(db)
     app = create_app({"DB_PATH": str(db), "POSITIONS": ["pos-1", "pos-2"]})
     srv = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -311,26 +316,7 @@ def test_pages_on_a_database_filled_by_analyze(tmp_path, browser, shots):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "appliance.cli",
-            "user",
-            "add",
-            USER,
-            "--role",
-            "supervisor",
-            "--password-stdin",
-            "--db",
-            str(db),
-        ],
-        input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
+    add_supervisor(db)
     srv = make_server("127.0.0.1", 0, create_app({"DB_PATH": str(db)}), threaded=True)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_port}"
