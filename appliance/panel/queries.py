@@ -220,6 +220,24 @@ def _like(text: str) -> str:
     return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _page(
+    db: sqlite_utils.Database,
+    table: str,
+    where: list[str],
+    args: list,
+    order: str,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[dict]]:
+    """(total matching rows, one page of them) for the filtered lists of the panel and API."""
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    total = db.execute(f"SELECT COUNT(*) FROM {table}{clause}", args).fetchone()[0]
+    rows = db.query(
+        f"SELECT * FROM {table}{clause} ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset]
+    )
+    return total, [dict(r) for r in rows]
+
+
 def list_calls(
     db: sqlite_utils.Database,
     since: float | None = None,
@@ -247,15 +265,10 @@ def list_calls(
         where.append("alerts > 0")
     elif alert == "no":
         where.append("COALESCE(alerts, 0) = 0")
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    total = db.execute(f"SELECT COUNT(*) FROM calls{clause}", args).fetchone()[0]
-    rows = db.query(
-        f"SELECT * FROM calls{clause} ORDER BY started_at DESC LIMIT ? OFFSET ?",
-        [*args, limit, offset],
-    )
+    total, rows = _page(db, "calls", where, args, "started_at DESC", limit, offset)
     items = []
     for r in rows:
-        c = _call_row(dict(r))
+        c = _call_row(r)
         m = c["metrics"]
         items.append(
             {
@@ -363,21 +376,14 @@ def _customer(r: dict) -> dict:
 def list_customers(
     db: sqlite_utils.Database, q: str | None = None, limit: int = 100, offset: int = 0
 ) -> dict:
-    where, args = "", []
+    where, args = [], []
     if q:
-        where = " WHERE customer_ref LIKE ? ESCAPE '\\'"
+        where.append("customer_ref LIKE ? ESCAPE '\\'")
         args.append(_like(q))
-    total = db.execute(f"SELECT COUNT(*) FROM relationships{where}", args).fetchone()[0]
-    rows = db.query(
-        f"SELECT * FROM relationships{where} ORDER BY risk DESC, health ASC, customer_ref LIMIT ? OFFSET ?",
-        [*args, limit, offset],
+    total, rows = _page(
+        db, "relationships", where, args, "risk DESC, health ASC, customer_ref", limit, offset
     )
-    return {
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "items": [_customer(dict(r)) for r in rows],
-    }
+    return {"total": total, "limit": limit, "offset": offset, "items": [_customer(r) for r in rows]}
 
 
 def customer_detail(db: sqlite_utils.Database, ref: str) -> dict | None:
@@ -421,17 +427,12 @@ def list_alerts(
     if severity:
         where.append("severity = ?")
         args.append(severity)
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    total = db.execute(f"SELECT COUNT(*) FROM alerts{clause}", args).fetchone()[0]
-    rows = db.query(
-        f"SELECT * FROM alerts{clause} ORDER BY created_at DESC LIMIT ? OFFSET ?",
-        [*args, limit, offset],
-    )
+    total, rows = _page(db, "alerts", where, args, "created_at DESC", limit, offset)
     return {
         "total": total,
         "limit": limit,
         "offset": offset,
-        "items": [_alert_row(dict(r)) for r in rows],
+        "items": [_alert_row(r) for r in rows],
     }
 
 
