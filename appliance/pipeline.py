@@ -82,7 +82,9 @@ class PipelineStats:
     stt_skipped: int = 0
     """Utterances scored without text because the queue was backing up."""
     emotion_s: float = 0.0
+    """CPU seconds of features + emotion (numba and onnxruntime run on the calling thread)."""
     stt_s: float = 0.0
+    """Seconds spent decoding speech (wall time of each decode)."""
     latencies: list[float] = field(default_factory=list)
     """Seconds from the VAD closing an utterance to its scores being committed."""
     latencies_ex_stt: list[float] = field(default_factory=list)
@@ -235,13 +237,14 @@ class Pipeline:
             self.stats.emotion_s += time.thread_time() - t
 
     def _transcribe(self, utt: Utterance) -> Transcript:
-        t = time.thread_time()
+        # wall time, not this thread's CPU clock: CTranslate2 and Vosk decode in threads of their own
         w = time.monotonic()
         try:
             return self.transcriber.transcribe(utt.audio, utt.sample_rate)
         finally:
-            self.stats.stt_s += time.thread_time() - t
-            self._stt_wall[(utt.call_id, utt.index)] = time.monotonic() - w
+            took = time.monotonic() - w
+            self.stats.stt_s += took
+            self._stt_wall[(utt.call_id, utt.index)] = took
 
     # -- writer ------------------------------------------------------------------------
 
