@@ -123,6 +123,12 @@ class SttConfig:
         "", "Directory of a CTranslate2 Whisper model; empty = the bundled tiny.en."
     )
     threads: int = _f(1, "CPU threads per STT decode.", min=1, max=16)
+    workers: int = _f(
+        0,
+        "STT decodes that run at once (threads and model workers); 0 = one per CPU core.",
+        min=0,
+        max=16,
+    )
     beam_size: int = _f(1, "Beam size for Whisper decoding (1 = greedy, fastest).", min=1, max=10)
     partials: bool = _f(
         True, "Produce partial results while a customer speaks (first thing skipped under load)."

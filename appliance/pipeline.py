@@ -36,6 +36,7 @@ from appliance.config import AppConfig
 from appliance.rules import RuleEngine
 from appliance.scoring import CallScorer, ScoredUtterance, fuse
 from appliance.store import Store
+from appliance.stt import default_stt_workers
 from appliance.types import EmotionResult, Speaker, Transcript, Utterance
 from appliance.vad import Segmenter
 
@@ -118,7 +119,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.key_phrases = sentiment.DEFAULT_KEY_PHRASES
         self._emotion_exec = ThreadPoolExecutor(1, thread_name_prefix="emotion")
-        workers = stt_workers or max(1, (os.cpu_count() or 2))
+        workers = stt_workers or cfg.stt.workers or default_stt_workers()
         self._stt_exec = ThreadPoolExecutor(workers, thread_name_prefix="stt")
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stt_wall: dict[tuple[str, int], float] = {}

@@ -37,6 +37,7 @@ import numpy as np
 from .redact import redact, redact_words
 from .resample import resample
 from .types import Transcript, Word
+from .whisper_window import MAX_WINDOW_S, decode_utterance
 
 __all__ = [
     "SttSettings",
@@ -47,6 +48,7 @@ __all__ = [
     "VoskTranscriber",
     "WhisperTranscriber",
     "create_transcriber",
+    "default_stt_workers",
     "engine_info",
     "install_vosk_model",
     "validate_vosk_model",
@@ -89,6 +91,9 @@ class SttSettings:
     """Directory of a CTranslate2 Whisper model; empty = the bundled, hash-pinned tiny.en."""
     threads: int = 1
     """CPU threads per decode. One per channel keeps two calls decoding in parallel on 2 cores."""
+    workers: int = 0
+    """Decodes that run at once (the pipeline's STT threads and CTranslate2's workers);
+    0 = one per CPU core."""
     beam_size: int = 1
     """Whisper beam size. 1 (greedy): WER 4.2%/7.0% (16k/8k mu-law) on the LibriVox clips;
     5: 4.2%/4.2% at ~1.2-1.5x the CPU. 1 is the default because CPU is the scarce resource."""
@@ -341,6 +346,11 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
+def default_stt_workers() -> int:
+    """One concurrent decode per CPU core."""
+    return max(1, os.cpu_count() or 2)
+
+
 def _offline_guards() -> None:
     """faster-whisper falls back to the Hugging Face hub for names; forbid any network use."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -389,6 +399,7 @@ class WhisperTranscriber:
         beam_size: int = 1,
         sha256: str | None = None,
         repetition_penalty: float = 1.1,
+        workers: int = 0,
     ):
         bundled = not model_dir
         self.model_path = bundled_whisper_path() if bundled else Path(model_dir)
@@ -403,14 +414,23 @@ class WhisperTranscriber:
                 f"{expected}; reinstall {BUNDLED_WHISPER_PACKAGE if bundled else 'the model'}"
             )
         self.threads = int(threads)
+        self.workers = int(workers) or default_stt_workers()
         self.beam_size = int(beam_size)
         self.repetition_penalty = float(repetition_penalty)
         self.bundled = bundled
         self._model = self._load()
+        from faster_whisper.tokenizer import Tokenizer
+
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            self._model.model.is_multilingual,
+            task="transcribe",
+            language="en",
+        )
 
     def _load(self) -> Any:
         _offline_guards()
-        key = (str(self.model_path.resolve()), self.threads)
+        key = (str(self.model_path.resolve()), self.threads, self.workers)
         with _WHISPER_LOCK:
             model = _WHISPER_MODELS.get(key)
             if model is None:
@@ -421,7 +441,10 @@ class WhisperTranscriber:
                     device="cpu",
                     compute_type="int8",
                     cpu_threads=self.threads,
-                    num_workers=1,
+                    # One CTranslate2 worker per concurrent decode: with one, decodes from the
+                    # pipeline's STT threads queue behind each other and a core sits idle
+                    # (2 threads x 3 decodes: 2.98 s with 1 worker, 1.62 s with 2).
+                    num_workers=self.workers,
                     local_files_only=True,
                 )
                 _WHISPER_MODELS[key] = model
@@ -431,8 +454,18 @@ class WhisperTranscriber:
         return _BufferedStream(self, sr)
 
     def _decode(
-        self, x: np.ndarray, duration: float, repetition_penalty: float
-    ) -> tuple[list[str], list[Word]]:
+        self, x: np.ndarray, duration: float, repetition_penalty: float, windowed: bool
+    ) -> tuple[list[str], list[Word], bool]:
+        max_new_tokens = min(_MAX_TOKENS, 16 + int(_TOKENS_PER_SECOND * min(duration, 30.0)))
+        if windowed and duration <= MAX_WINDOW_S - 1:
+            return decode_utterance(
+                self._model,
+                self._tokenizer,
+                x,
+                beam_size=self.beam_size,
+                repetition_penalty=repetition_penalty,
+                max_new_tokens=max_new_tokens,
+            )
         segments, _info = self._model.transcribe(
             x,
             language="en",
@@ -446,7 +479,7 @@ class WhisperTranscriber:
             # times, which turned a 1 s decode into 20 s on digit strings.
             temperature=0.0,
             repetition_penalty=repetition_penalty,
-            max_new_tokens=min(_MAX_TOKENS, 16 + int(_TOKENS_PER_SECOND * min(duration, 30.0))),
+            max_new_tokens=max_new_tokens,
         )
         texts: list[str] = []
         words: list[Word] = []
@@ -454,7 +487,7 @@ class WhisperTranscriber:
             texts.append(seg.text.strip())
             for w in seg.words or ():
                 words.append(Word(w.word, float(w.start), float(w.end), float(w.probability)))
-        return texts, words
+        return texts, words, False
 
     def transcribe(self, audio: np.ndarray, sr: int) -> Transcript:
         x = _check_audio(audio, sr)
@@ -463,13 +496,16 @@ class WhisperTranscriber:
         duration = x.size / _WHISPER_SR
         if duration < 0.1:  # nothing a decoder could use; Whisper hallucinates on near-silence
             return Transcript(text="", words=(), engine=self.name, final=True)
-        texts, words = self._decode(x, duration, 1.0)
-        if _looped(" ".join(texts)):
+        texts, words, truncated = self._decode(x, duration, 1.0, windowed=True)
+        if truncated or _looped(" ".join(texts)):
             # Greedy decoding loops on monotone digit strings ("41, 41, 41, ..."), dropping the
             # rest of the utterance. Re-decode once with a repetition penalty: deterministic,
             # unlike Whisper's temperature fallback, and only paid when a loop happened (the
-            # penalty costs accuracy on ordinary speech, so it is not applied up front).
-            texts, words = self._decode(x, duration, self.repetition_penalty)
+            # penalty costs accuracy on ordinary speech, so it is not applied up front). The
+            # re-decode takes faster-whisper's long-form path: when the loop still runs into
+            # the token cap, it resumes after the last timestamp and recovers the rest of the
+            # utterance ("... and the security code is ..."), which one window cannot.
+            texts, words, _ = self._decode(x, duration, self.repetition_penalty, windowed=False)
         return _finalise(" ".join(texts), words, self.name, duration)
 
 
@@ -496,7 +532,9 @@ def create_transcriber(settings: SttSettings | None = None) -> Transcriber:
                 return VoskTranscriber(s.vosk_model, partials=s.partials)
         engine = "whisper"
     if engine == "whisper":
-        return WhisperTranscriber(s.whisper_model or None, threads=s.threads, beam_size=s.beam_size)
+        return WhisperTranscriber(
+            s.whisper_model or None, threads=s.threads, beam_size=s.beam_size, workers=s.workers
+        )
     raise ValueError(f"unknown STT engine {engine!r} (auto, vosk, whisper, none)")
 
 
