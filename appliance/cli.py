@@ -162,18 +162,14 @@ def cmd_outbox(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
+    # Each benchmark parses its own options (`appliance bench capacity --help`).
     if a.what == "features":
-        from appliance import bench_features
-
-        return bench_features.main(["--json"] if a.json else [])
-    if a.what == "capacity":
-        from appliance import bench_capacity
-
-        argv = (["--json"] if a.json else []) + (["--calls", str(a.calls)] if a.calls else [])
-        return bench_capacity.main(argv)
-    from appliance import bench_stt
-
-    return bench_stt.main([])
+        from appliance import bench_features as bench
+    elif a.what == "capacity":
+        from appliance import bench_capacity as bench
+    else:
+        from appliance import bench_stt as bench
+    return bench.main(a.options)
 
 
 def cmd_emotion_eval(a: argparse.Namespace) -> int:
@@ -304,8 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="benchmarks (print ratios against peers measured in the same run)"
     )
     b.add_argument("what", choices=("features", "capacity", "stt"))
-    b.add_argument("--json", action="store_true")
-    b.add_argument("--calls", type=int, help="capacity: concurrent calls")
+    b.add_argument(
+        "options",
+        nargs=argparse.REMAINDER,
+        help="the benchmark's own options, e.g. capacity --calls 4 --json (see bench WHAT --help)",
+    )
     b.set_defaults(func=cmd_bench)
 
     ee = sub.add_parser("emotion-eval", help="evaluate the emotion model on a manifest CSV")

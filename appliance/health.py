@@ -193,7 +193,7 @@ class HealthMonitor:
             self._prev["overruns"] = overruns
             self._prev_t = now
 
-            lat = list(pstats.latencies[-200:]) if pstats else []
+            lat = list(pstats.latencies)[-200:] if pstats else []
             latency_p95 = round(sorted(lat)[int(0.95 * (len(lat) - 1))], 3) if lat else None
             try:
                 pending = self._outbox_pending()

@@ -75,6 +75,10 @@ class CallSession:
     summary: dict = field(default_factory=dict)
 
 
+#: Latency samples kept by `PipelineStats` (the newest; a daemon runs for months).
+STATS_WINDOW = 20000
+
+
 @dataclass
 class PipelineStats:
     utterances: int = 0
@@ -86,13 +90,18 @@ class PipelineStats:
     """CPU seconds of features + emotion (numba and onnxruntime run on the calling thread)."""
     stt_s: float = 0.0
     """Seconds spent decoding speech (wall time of each decode)."""
-    latencies: list[float] = field(default_factory=list)
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     """Seconds from the VAD closing an utterance to its scores being committed."""
-    latencies_ex_stt: list[float] = field(default_factory=list)
+    latencies_ex_stt: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     """The same less the time the recogniser spent decoding that utterance."""
-    customer_latencies: list[float] = field(default_factory=list)
+    customer_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_WINDOW))
     """`latencies` of customer utterances (the ones carrying emotion and sentiment)."""
-    customer_latencies_ex_stt: list[float] = field(default_factory=list)
+    customer_latencies_ex_stt: deque[float] = field(
+        default_factory=lambda: deque(maxlen=STATS_WINDOW)
+    )
+    utterance_ends: dict[tuple[str, int], tuple[str, float, float]] = field(default_factory=dict)
+    """(call id, utterance index) -> (speaker, monotonic time the utterance ended, STT seconds):
+    lets a subscriber measure utterance end -> score received (`appliance bench capacity`)."""
     first_score_at: float | None = None
 
 
@@ -423,8 +432,13 @@ class Pipeline:
         self.stats.utterances += 1
         latency = time.monotonic() - utt.ended_at_monotonic
         self.stats.latencies.append(latency)
-        ex_stt = latency - self._stt_wall.pop((call.id, utt.index), 0.0)
+        stt_wall = self._stt_wall.pop((call.id, utt.index), 0.0)
+        ex_stt = latency - stt_wall
         self.stats.latencies_ex_stt.append(ex_stt)
+        ends = self.stats.utterance_ends
+        ends[(call.id, utt.index)] = (utt.speaker, utt.ended_at_monotonic, stt_wall)
+        if len(ends) > STATS_WINDOW:  # the daemon runs for months: keep the newest only
+            del ends[next(iter(ends))]
         if utt.speaker == "customer":
             self.stats.customer_latencies.append(latency)
             self.stats.customer_latencies_ex_stt.append(ex_stt)

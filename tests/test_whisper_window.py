@@ -1,0 +1,138 @@
+"""Whisper on an encoder window fitted to each utterance, with the real bundled model.
+
+The speed-up only counts if accuracy holds: the agent lines of the bundled demo call (espeak-ng
+speaking the script in scripts/make_demo_call.py), VAD-cut as the pipeline cuts them, are decoded
+on their fitted windows and on faster-whisper's padded 30 s window, and both are scored against
+the script.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from appliance.audio import read_wav
+from appliance.bench_stt import wer
+from appliance.config import config_from_dict
+from appliance.demo import demo_calls
+from appliance.stt import SttSettings, WhisperTranscriber, create_transcriber
+from appliance.vad import Segmenter
+from appliance.whisper_window import MAX_WINDOW_S, MIN_WINDOW_S, window_seconds
+
+
+class EncodeSpy:
+    """Stands in for the CTranslate2 model and records the frame count of every encode."""
+
+    def __init__(self, model: Any):
+        self._model = model
+        self.frames: list[int] = []
+        self._lock = threading.Lock()
+
+    def encode(self, features: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.frames.append(int(features.shape[-1]))
+        return self._model.encode(features, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def demo_script() -> list[tuple]:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_demo_call.py"
+    spec = importlib.util.spec_from_file_location("make_demo_call", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.SCRIPT
+
+
+@pytest.fixture(scope="module")
+def whisper() -> WhisperTranscriber:
+    return WhisperTranscriber(threads=1, workers=2)
+
+
+@pytest.fixture(scope="module")
+def agent_lines() -> list[np.ndarray]:
+    call = demo_calls()[0]
+    rec = read_wav(call.wav)
+    chan = rec.channels[call.speakers.index("agent")]
+    seg = Segmenter(rec.sample_rate)
+    lines = [s.audio for s in seg.push(chan) + seg.flush()]
+    assert rec.sample_rate == 16000 and len(lines) >= 5
+    return lines
+
+
+def test_window_is_fitted_and_bounded() -> None:
+    assert window_seconds(0.3) == MIN_WINDOW_S
+    assert window_seconds(9.0) == MIN_WINDOW_S
+    assert window_seconds(9.2) == 11  # the speech plus a second of trailing silence
+    assert window_seconds(12.0) == 13
+    assert window_seconds(28.9) == MAX_WINDOW_S
+    assert window_seconds(40.0) == MAX_WINDOW_S
+    assert all(MIN_WINDOW_S <= window_seconds(d) <= MAX_WINDOW_S for d in np.linspace(0, 35, 71))
+
+
+@pytest.fixture
+def spy(whisper: WhisperTranscriber, monkeypatch: pytest.MonkeyPatch) -> EncodeSpy:
+    spy = EncodeSpy(whisper._model.model)
+    monkeypatch.setattr(whisper._model, "model", spy)
+    return spy
+
+
+@pytest.mark.slow
+def test_fitted_window_keeps_the_words_of_the_30s_window(
+    whisper: WhisperTranscriber, agent_lines: list[np.ndarray], spy: EncodeSpy
+) -> None:
+    fitted_text, padded_text = [], []
+    for x in agent_lines:
+        duration = x.size / 16000
+        spy.frames.clear()
+        fitted, words, truncated = whisper._decode(x, duration, 1.0, windowed=True)
+        assert not truncated
+        assert spy.frames == [window_seconds(duration) * 100]
+        assert spy.frames[0] < 3000
+        padded, _, _ = whisper._decode(x, duration, 1.0, windowed=False)
+        assert spy.frames[1:] == [3000]  # the long-form path pads to Whisper's 30 s
+        fitted_text += fitted
+        padded_text += padded
+        # word timings come from the fitted window's alignment and stay inside the utterance
+        assert words and all(0 <= w.start <= w.end <= duration + 1e-6 for w in words)
+    script = " ".join(line[0] for line in demo_script())
+    wer_fitted = wer([script], [" ".join(fitted_text)])
+    wer_padded = wer([script], [" ".join(padded_text)])
+    assert wer_fitted <= 0.08, (wer_fitted, fitted_text)
+    assert wer_fitted <= wer_padded + 0.02, (wer_fitted, wer_padded)
+
+
+@pytest.mark.slow
+def test_transcribe_uses_the_fitted_window(
+    whisper: WhisperTranscriber, agent_lines: list[np.ndarray], spy: EncodeSpy
+) -> None:
+    tr = whisper.transcribe(agent_lines[0], 16000)
+    assert tr.text and tr.final
+    assert spy.frames == [window_seconds(agent_lines[0].size / 16000) * 100]
+
+
+def test_one_model_worker_per_stt_thread() -> None:
+    # With one CTranslate2 worker the pipeline's STT threads would queue behind each other.
+    t = create_transcriber(SttSettings(engine="whisper", workers=3))
+    assert isinstance(t, WhisperTranscriber)
+    assert t.workers == 3 and t._model.model.num_workers == 3
+
+
+def test_pipeline_stt_pool_follows_config(tmp_path) -> None:
+    from appliance.pipeline import Pipeline
+    from appliance.store import Store
+
+    cfg = config_from_dict({"box": {"id": "t"}, "stt": {"workers": 3}})
+    store = Store(tmp_path / "a.db", box_id="t")
+    pipe = Pipeline(cfg, store, emotion_model=None, transcriber=None)
+    try:
+        assert pipe._stt_exec._max_workers == 3
+    finally:
+        pipe.stop()
+        store.close()
