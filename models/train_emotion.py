@@ -72,8 +72,13 @@ class Config:
 
     @classmethod
     def quick(cls, folds: int) -> Config:
-        return cls(folds=folds, variants=("clean16", "phone8a", "head16a", "phone8b"), orderings=1,
-                   members=2, epochs=15)
+        return cls(
+            folds=folds,
+            variants=("clean16", "phone8a", "head16a", "phone8b"),
+            orderings=1,
+            members=2,
+            epochs=15,
+        )
 
 
 # ----------------------------------------------------------------------------- data
@@ -108,8 +113,17 @@ def load_manifest(manifest: Path) -> list[Clip]:
         else:
             t = -1.0
         spk = (r.get("speaker") or "").strip() or (r.get("call") or "").strip() or f"row{i}"
-        clips.append(Clip(r["path"], manifest.parent / r["path"], LABELS.index(lab) if lab else -1,
-                          -1 if ar is None else ar, t, spk, (r.get("call") or "").strip()))
+        clips.append(
+            Clip(
+                r["path"],
+                manifest.parent / r["path"],
+                LABELS.index(lab) if lab else -1,
+                -1 if ar is None else ar,
+                t,
+                spk,
+                (r.get("call") or "").strip(),
+            )
+        )
     return clips
 
 
@@ -120,8 +134,10 @@ def _frontend_signature() -> str:
     rng = np.random.default_rng(1234)
     for sr in (8000, 16000):
         t = np.arange(int(1.5 * sr)) / sr
-        probe = (0.3 * np.sin(2 * np.pi * (120 + 60 * t) * t) * (1 + np.sin(2 * np.pi * 3 * t))
-                 + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+        probe = (
+            0.3 * np.sin(2 * np.pi * (120 + 60 * t) * t) * (1 + np.sin(2 * np.pi * 3 * t))
+            + 0.01 * rng.standard_normal(len(t))
+        ).astype(np.float32)
         h.update(np.round(E.utterance_features(probe, sr), 4).tobytes())
     return h.hexdigest()[:16]
 
@@ -148,9 +164,22 @@ def extract(clips: list[Clip], variants, cache_dir: Path, workers: int) -> dict[
         cached[v] = d
         for c in clips:
             st = c.abspath.stat()
-            key = hashlib.sha1(f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
+            key = hashlib.sha1(
+                f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()
+            ).hexdigest()
             if key not in d:
-                todo.append((v, key, (str(c.abspath), v, zlib.crc32(c.path.encode()), zlib.crc32(c.group.encode()))))
+                todo.append(
+                    (
+                        v,
+                        key,
+                        (
+                            str(c.abspath),
+                            v,
+                            zlib.crc32(c.path.encode()),
+                            zlib.crc32(c.group.encode()),
+                        ),
+                    )
+                )
     if todo:
         from multiprocessing import get_context
 
@@ -161,8 +190,14 @@ def extract(clips: list[Clip], variants, cache_dir: Path, workers: int) -> dict[
         jobs = [t[2] for t in todo]
         if workers > 1:
             with get_context("fork").Pool(workers) as pool:
-                res = list(tqdm(pool.imap(_extract_one, jobs, chunksize=8), total=len(jobs),
-                                desc="features", unit="clip"))
+                res = list(
+                    tqdm(
+                        pool.imap(_extract_one, jobs, chunksize=8),
+                        total=len(jobs),
+                        desc="features",
+                        unit="clip",
+                    )
+                )
         else:
             res = [_extract_one(j) for j in tqdm(jobs, desc="features", unit="clip")]
         for (v, key, _), f in zip(todo, res, strict=True):
@@ -173,7 +208,9 @@ def extract(clips: list[Clip], variants, cache_dir: Path, workers: int) -> dict[
         rows = []
         for c in clips:
             st = c.abspath.stat()
-            key = hashlib.sha1(f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
+            key = hashlib.sha1(
+                f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()
+            ).hexdigest()
             rows.append(cached[v][key])
         out[v] = np.stack(rows)
     return out
@@ -182,7 +219,9 @@ def extract(clips: list[Clip], variants, cache_dir: Path, workers: int) -> dict[
 # ----------------------------------------------------------------------------- normalisation
 
 
-def fit_priors(feats: dict[str, np.ndarray], clips: list[Clip], idx: np.ndarray) -> dict[int, E.NormPrior]:
+def fit_priors(
+    feats: dict[str, np.ndarray], clips: list[Clip], idx: np.ndarray
+) -> dict[int, E.NormPrior]:
     """Per sample rate: global mean, pooled within-(speaker, variant) variance, total variance."""
     by_sr: dict[int, list[np.ndarray]] = {}
     within: dict[int, list[np.ndarray]] = {}
@@ -250,7 +289,9 @@ def training_set(feats, clips, idx, priors, cfg: Config, rng) -> tuple[np.ndarra
 # ----------------------------------------------------------------------------- network
 
 
-def train_members(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config, desc: str = "train"):
+def train_members(
+    Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config, desc: str = "train"
+):
     """Train `cfg.members` MLPs with different seeds; returns a list of numpy weight dicts."""
     import torch
     from torch import nn
@@ -264,8 +305,11 @@ def train_members(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config,
     cw = np.where(counts > 0, counts.sum() / (N_CLS * np.maximum(counts, 1)), 0.0)
     Xt = torch.from_numpy(Z.astype(np.float32))
     yt, at, itt = torch.from_numpy(y), torch.from_numpy(ar), torch.from_numpy(it)
-    ce = nn.CrossEntropyLoss(weight=torch.tensor(cw, dtype=torch.float32), ignore_index=-1,
-                             label_smoothing=cfg.label_smoothing)
+    ce = nn.CrossEntropyLoss(
+        weight=torch.tensor(cw, dtype=torch.float32),
+        ignore_index=-1,
+        label_smoothing=cfg.label_smoothing,
+    )
     bce = nn.BCEWithLogitsLoss(reduction="none")
     D = Z.shape[1]
     h1, h2 = cfg.hidden
@@ -275,17 +319,25 @@ def train_members(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config,
     for m in range(cfg.members):
         torch.manual_seed(cfg.seed * 100 + m)
         net = nn.Sequential(
-            nn.Dropout(cfg.input_dropout), nn.Linear(D, h1), nn.ReLU(), nn.Dropout(cfg.dropout),
-            nn.Linear(h1, h2), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h2, N_CLS + 2),
+            nn.Dropout(cfg.input_dropout),
+            nn.Linear(D, h1),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(h1, h2),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(h2, N_CLS + 2),
         )
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+        )
         g = torch.Generator().manual_seed(cfg.seed * 1000 + m)
         for _ep in range(cfg.epochs):
             net.train()
             perm = torch.randperm(len(Xt), generator=g)
             for s in range(steps_per_epoch):
-                b = perm[s * cfg.batch:(s + 1) * cfg.batch]
+                b = perm[s * cfg.batch : (s + 1) * cfg.batch]
                 xb = Xt[b]
                 xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=g)
                 out = net(xb)
@@ -303,8 +355,10 @@ def train_members(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config,
             bar.update(1)
         net.eval()
         lin = [mod for mod in net if isinstance(mod, nn.Linear)]
-        members.append({f"W{k}": lin[k].weight.detach().numpy().T.copy() for k in range(3)}
-                       | {f"b{k}": lin[k].bias.detach().numpy().copy() for k in range(3)})
+        members.append(
+            {f"W{k}": lin[k].weight.detach().numpy().T.copy() for k in range(3)}
+            | {f"b{k}": lin[k].bias.detach().numpy().copy() for k in range(3)}
+        )
     bar.close()
     return members
 
@@ -318,8 +372,9 @@ def train_linear(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) 
     m = y >= 0
     nf = (Z.shape[1] - 1) // 2
     present = np.unique(y[m])
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto",
-                                     priors=np.full(len(present), 1.0 / len(present)))
+    lda = LinearDiscriminantAnalysis(
+        solver="lsqr", shrinkage="auto", priors=np.full(len(present), 1.0 / len(present))
+    )
     lda.fit(Z[m, :nf], y[m])
     W = np.zeros((Z.shape[1], N_CLS), dtype=np.float32)
     b = np.full(N_CLS, -30.0, dtype=np.float32)  # classes absent from the training data
@@ -341,7 +396,9 @@ def forward_numpy(members, Z: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- ONNX
 
 
-def build_onnx(members, linear: dict | None, dim: int, temperature: float, spec_sha: str, path: Path) -> None:
+def build_onnx(
+    members, linear: dict | None, dim: int, temperature: float, spec_sha: str, path: Path
+) -> None:
     """Ensemble as 3 MatMul layers: concatenated first layers, per-member second layers, stacked heads,
     plus an optional linear (LDA) member.
 
@@ -358,63 +415,92 @@ def build_onnx(members, linear: dict | None, dim: int, temperature: float, spec_
     b0 = np.concatenate([w["b0"] for w in members]).astype(np.float32)
     W2 = (np.concatenate([w["W2"] for w in members], axis=0) / M).astype(np.float32)
     b2 = (np.mean([w["b2"] for w in members], axis=0)).astype(np.float32)
-    inits = [numpy_helper.from_array(W0, "W0"), numpy_helper.from_array(b0, "b0"),
-             numpy_helper.from_array(W2, "W2"), numpy_helper.from_array(b2, "b2"),
-             numpy_helper.from_array(np.array([1.0 / temperature], np.float32), "invT"),
-             numpy_helper.from_array(np.array([0, N_CLS, N_CLS + 1], np.int64), "starts"),
-             numpy_helper.from_array(np.array([N_CLS, N_CLS + 1, N_CLS + 2], np.int64), "ends"),
-             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-             numpy_helper.from_array(np.array([h1] * M, np.int64), "split")]
-    nodes = [helper.make_node("MatMul", ["features", "W0"], ["l0m"]),
-             helper.make_node("Add", ["l0m", "b0"], ["l0a"]),
-             helper.make_node("Relu", ["l0a"], ["l0"]),
-             helper.make_node("Split", ["l0", "split"], [f"s{m}" for m in range(M)], axis=1)]
+    inits = [
+        numpy_helper.from_array(W0, "W0"),
+        numpy_helper.from_array(b0, "b0"),
+        numpy_helper.from_array(W2, "W2"),
+        numpy_helper.from_array(b2, "b2"),
+        numpy_helper.from_array(np.array([1.0 / temperature], np.float32), "invT"),
+        numpy_helper.from_array(np.array([0, N_CLS, N_CLS + 1], np.int64), "starts"),
+        numpy_helper.from_array(np.array([N_CLS, N_CLS + 1, N_CLS + 2], np.int64), "ends"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array([h1] * M, np.int64), "split"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["features", "W0"], ["l0m"]),
+        helper.make_node("Add", ["l0m", "b0"], ["l0a"]),
+        helper.make_node("Relu", ["l0a"], ["l0"]),
+        helper.make_node("Split", ["l0", "split"], [f"s{m}" for m in range(M)], axis=1),
+    ]
     for m, w in enumerate(members):
-        inits += [numpy_helper.from_array(w["W1"].astype(np.float32), f"W1_{m}"),
-                  numpy_helper.from_array(w["b1"].astype(np.float32), f"b1_{m}")]
-        nodes += [helper.make_node("MatMul", [f"s{m}", f"W1_{m}"], [f"l1m_{m}"]),
-                  helper.make_node("Add", [f"l1m_{m}", f"b1_{m}"], [f"l1a_{m}"]),
-                  helper.make_node("Relu", [f"l1a_{m}"], [f"l1_{m}"])]
-    nodes += [helper.make_node("Concat", [f"l1_{m}" for m in range(M)], ["l1"], axis=1),
-              helper.make_node("MatMul", ["l1", "W2"], ["l2m"]),
-              helper.make_node("Add", ["l2m", "b2"], ["heads"])]
+        inits += [
+            numpy_helper.from_array(w["W1"].astype(np.float32), f"W1_{m}"),
+            numpy_helper.from_array(w["b1"].astype(np.float32), f"b1_{m}"),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [f"s{m}", f"W1_{m}"], [f"l1m_{m}"]),
+            helper.make_node("Add", [f"l1m_{m}", f"b1_{m}"], [f"l1a_{m}"]),
+            helper.make_node("Relu", [f"l1a_{m}"], [f"l1_{m}"]),
+        ]
+    nodes += [
+        helper.make_node("Concat", [f"l1_{m}" for m in range(M)], ["l1"], axis=1),
+        helper.make_node("MatMul", ["l1", "W2"], ["l2m"]),
+        helper.make_node("Add", ["l2m", "b2"], ["heads"]),
+    ]
     for name, k in (("logits", 0), ("int_logit", 1), ("ar_logit", 2)):
-        inits += [numpy_helper.from_array(np.array([[0, N_CLS, N_CLS + 1][k]], np.int64), f"st_{name}"),
-                  numpy_helper.from_array(np.array([[N_CLS, N_CLS + 1, N_CLS + 2][k]], np.int64), f"en_{name}")]
-        nodes.append(helper.make_node("Slice", ["heads", f"st_{name}", f"en_{name}", "axis1"], [name]))
+        inits += [
+            numpy_helper.from_array(np.array([[0, N_CLS, N_CLS + 1][k]], np.int64), f"st_{name}"),
+            numpy_helper.from_array(
+                np.array([[N_CLS, N_CLS + 1, N_CLS + 2][k]], np.int64), f"en_{name}"
+            ),
+        ]
+        nodes.append(
+            helper.make_node("Slice", ["heads", f"st_{name}", f"en_{name}", "axis1"], [name])
+        )
     if linear is not None and linear["weight"] > 0:
         w = float(linear["weight"])
-        inits += [numpy_helper.from_array(linear["W"].astype(np.float32), "Wlin"),
-                  numpy_helper.from_array(linear["b"].astype(np.float32), "blin"),
-                  numpy_helper.from_array(np.array([1.0 - w], np.float32), "w_mlp"),
-                  numpy_helper.from_array(np.array([w], np.float32), "w_lin"),
-                  numpy_helper.from_array(np.array([1e-7], np.float32), "eps")]
-        nodes += [helper.make_node("Softmax", ["logits"], ["p_mlp"], axis=1),
-                  helper.make_node("MatMul", ["features", "Wlin"], ["lin_m"]),
-                  helper.make_node("Add", ["lin_m", "blin"], ["lin_logits"]),
-                  helper.make_node("Softmax", ["lin_logits"], ["p_lin"], axis=1),
-                  helper.make_node("Mul", ["p_mlp", "w_mlp"], ["p_mlp_w"]),
-                  helper.make_node("Mul", ["p_lin", "w_lin"], ["p_lin_w"]),
-                  helper.make_node("Add", ["p_mlp_w", "p_lin_w"], ["p_blend"]),
-                  helper.make_node("Add", ["p_blend", "eps"], ["p_blend_eps"]),
-                  helper.make_node("Log", ["p_blend_eps"], ["blend_logits"])]
+        inits += [
+            numpy_helper.from_array(linear["W"].astype(np.float32), "Wlin"),
+            numpy_helper.from_array(linear["b"].astype(np.float32), "blin"),
+            numpy_helper.from_array(np.array([1.0 - w], np.float32), "w_mlp"),
+            numpy_helper.from_array(np.array([w], np.float32), "w_lin"),
+            numpy_helper.from_array(np.array([1e-7], np.float32), "eps"),
+        ]
+        nodes += [
+            helper.make_node("Softmax", ["logits"], ["p_mlp"], axis=1),
+            helper.make_node("MatMul", ["features", "Wlin"], ["lin_m"]),
+            helper.make_node("Add", ["lin_m", "blin"], ["lin_logits"]),
+            helper.make_node("Softmax", ["lin_logits"], ["p_lin"], axis=1),
+            helper.make_node("Mul", ["p_mlp", "w_mlp"], ["p_mlp_w"]),
+            helper.make_node("Mul", ["p_lin", "w_lin"], ["p_lin_w"]),
+            helper.make_node("Add", ["p_mlp_w", "p_lin_w"], ["p_blend"]),
+            helper.make_node("Add", ["p_blend", "eps"], ["p_blend_eps"]),
+            helper.make_node("Log", ["p_blend_eps"], ["blend_logits"]),
+        ]
         logits_name = "blend_logits"
     else:
         logits_name = "logits"
-    nodes += [helper.make_node("Mul", [logits_name, "invT"], ["scaled"]),
-              helper.make_node("Softmax", ["scaled"], ["probs"], axis=1),
-              helper.make_node("Sigmoid", ["int_logit"], ["intensity"]),
-              helper.make_node("Sigmoid", ["ar_logit"], ["arousal_high"])]
+    nodes += [
+        helper.make_node("Mul", [logits_name, "invT"], ["scaled"]),
+        helper.make_node("Softmax", ["scaled"], ["probs"], axis=1),
+        helper.make_node("Sigmoid", ["int_logit"], ["intensity"]),
+        helper.make_node("Sigmoid", ["ar_logit"], ["arousal_high"]),
+    ]
     inits = [t for t in inits if t.name not in ("starts", "ends")]
     graph = helper.make_graph(
-        nodes, "emotion_mlp_ensemble",
+        nodes,
+        "emotion_mlp_ensemble",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", dim])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", N_CLS]),
-         helper.make_tensor_value_info("intensity", TensorProto.FLOAT, ["N", 1]),
-         helper.make_tensor_value_info("arousal_high", TensorProto.FLOAT, ["N", 1])],
-        inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="appliance-train-emotion")
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", N_CLS]),
+            helper.make_tensor_value_info("intensity", TensorProto.FLOAT, ["N", 1]),
+            helper.make_tensor_value_info("arousal_high", TensorProto.FLOAT, ["N", 1]),
+        ],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="appliance-train-emotion"
+    )
     model.ir_version = 8
     helper.set_model_props(model, {"spec_sha256": spec_sha, "labels": ",".join(LABELS)})
     onnx.checker.check_model(model)
@@ -433,7 +519,7 @@ def quantise(fp32: Path, int8: Path, calib: np.ndarray) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self, X):
-            self.it = iter([{"features": X[i:i + 64]} for i in range(0, len(X), 64)])
+            self.it = iter([{"features": X[i : i + 64]} for i in range(0, len(X), 64)])
 
         def get_next(self):
             return next(self.it, None)
@@ -442,11 +528,20 @@ def quantise(fp32: Path, int8: Path, calib: np.ndarray) -> None:
 
     root = logging.getLogger()
     level = root.level
-    root.setLevel(logging.ERROR)  # quantize_static logs a "consider pre-processing" hint on every call
+    root.setLevel(
+        logging.ERROR
+    )  # quantize_static logs a "consider pre-processing" hint on every call
     try:
-        quantize_static(str(fp32), str(int8), Reader(calib.astype(np.float32)), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                        op_types_to_quantize=["MatMul"])
+        quantize_static(
+            str(fp32),
+            str(int8),
+            Reader(calib.astype(np.float32)),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            op_types_to_quantize=["MatMul"],
+        )
     finally:
         root.setLevel(level)
     # keep the spec digest in the quantised file's metadata
@@ -507,7 +602,9 @@ def apply_temperature(logp, T):
     return e / e.sum(1, keepdims=True)
 
 
-def arousal_from_probs(probs: np.ndarray, arousal_high: np.ndarray | None = None, w: float = 0.0) -> np.ndarray:
+def arousal_from_probs(
+    probs: np.ndarray, arousal_high: np.ndarray | None = None, w: float = 0.0
+) -> np.ndarray:
     """Arousal exactly as the runtime computes it (see `appliance.emotion.make_result`)."""
     av = np.array([E.CIRCUMPLEX[lab][0] for lab in LABELS])
     a = np.clip(probs @ av, -1, 1)
@@ -519,7 +616,9 @@ def arousal_from_probs(probs: np.ndarray, arousal_high: np.ndarray | None = None
 # ----------------------------------------------------------------------------- latency
 
 
-def latency(paths: dict[str, Path], clips: list[Clip], priors, rounds: int = 5, reps: int = 100) -> dict:
+def latency(
+    paths: dict[str, Path], clips: list[Clip], priors, rounds: int = 5, reps: int = 100
+) -> dict:
     """Median ms per 1 s window (features + normalisation + ONNX, and ONNX alone), 1 thread, at 16 kHz
     and 8 kHz phone. The models are timed in interleaved rounds so machine load hits them alike."""
     import onnxruntime as ort
@@ -528,13 +627,16 @@ def latency(paths: dict[str, Path], clips: list[Clip], priors, rounds: int = 5, 
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    sess = {k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    sess = {
+        k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        for k, p in paths.items()
+    }
     x, sr = read_audio(clips[0].abspath)
     res: dict = {k: {} for k in paths}
     for name, variant in (("16k", "clean16"), ("phone", "phone8a")):
         y, sr2 = make_variant(x, sr, variant, 0)
         mid = len(y) // 2
-        w = y[max(0, mid - sr2 // 2): mid + sr2 // 2]
+        w = y[max(0, mid - sr2 // 2) : mid + sr2 // 2]
         st = E.ChannelState(priors)
         z = st.normalise(E.utterance_features(w, sr2), sr2)[None]
         for s in sess.values():
@@ -553,8 +655,10 @@ def latency(paths: dict[str, Path], clips: list[Clip], priors, rounds: int = 5, 
                     t_all[k].append(t2 - t0)
                     t_inf[k].append(t2 - t1)
         for k in sess:
-            res[k][name] = {"total_ms": round(1000 * float(np.median(t_all[k])), 3),
-                            "onnx_ms": round(1000 * float(np.median(t_inf[k])), 4)}
+            res[k][name] = {
+                "total_ms": round(1000 * float(np.median(t_all[k])), 3),
+                "onnx_ms": round(1000 * float(np.median(t_inf[k])), 4),
+            }
     return res
 
 
@@ -570,8 +674,20 @@ def cross_validate(feats, clips, cfg: Config, work: Path):
     k = min(cfg.folds, len(uniq))
     fold_of_group = {g: i % k for i, g in enumerate(uniq)}
     fold = np.array([fold_of_group[g] for g in groups])
-    oof = {cond: {"y": [], "ar": [], "logp32": [], "logp8": [], "int": [], "arh": [], "ix": [], "fold": [],
-                  "pos": []} for cond in EVAL_VARIANTS}
+    oof = {
+        cond: {
+            "y": [],
+            "ar": [],
+            "logp32": [],
+            "logp8": [],
+            "int": [],
+            "arh": [],
+            "ix": [],
+            "fold": [],
+            "pos": [],
+        }
+        for cond in EVAL_VARIANTS
+    }
     folds = []
     for f in tqdm(range(k), desc="CV folds", unit="fold"):
         tr = np.where(fold != f)[0]
@@ -604,14 +720,22 @@ def cross_validate(feats, clips, cfg: Config, work: Path):
             row[cond] = {
                 "uar": uar(y[m], pa.argmax(1)[m], N_CLS),
                 "uar_int8": uar(y[m], pb.argmax(1)[m], N_CLS),
-                "arousal_uar": uar(a[ma], (arousal_from_probs(pa, arh, cfg.arousal_head_weight)[ma] > 0).astype(int), 2),
-                "arousal_uar_circumplex": uar(a[ma], (arousal_from_probs(pa)[ma] > 0).astype(int), 2),
+                "arousal_uar": uar(
+                    a[ma],
+                    (arousal_from_probs(pa, arh, cfg.arousal_head_weight)[ma] > 0).astype(int),
+                    2,
+                ),
+                "arousal_uar_circumplex": uar(
+                    a[ma], (arousal_from_probs(pa)[ma] > 0).astype(int), 2
+                ),
                 "arousal_uar_head": uar(a[ma], (arh[ma] > 0.5).astype(int), 2),
             }
         folds.append(row)
-        tqdm.write(f"fold {f + 1}: 16k UAR {row['16k']['uar']:.3f} (int8 {row['16k']['uar_int8']:.3f}) "
-                   f"phone UAR {row['phone']['uar']:.3f} (int8 {row['phone']['uar_int8']:.3f}) "
-                   f"arousal {row['16k']['arousal_uar']:.3f}/{row['phone']['arousal_uar']:.3f}")
+        tqdm.write(
+            f"fold {f + 1}: 16k UAR {row['16k']['uar']:.3f} (int8 {row['16k']['uar_int8']:.3f}) "
+            f"phone UAR {row['phone']['uar']:.3f} (int8 {row['phone']['uar_int8']:.3f}) "
+            f"arousal {row['16k']['arousal_uar']:.3f}/{row['phone']['arousal_uar']:.3f}"
+        )
     oof = {c: {k2: np.concatenate(v) for k2, v in d.items()} for c, d in oof.items()}
     return folds, oof
 
@@ -637,20 +761,32 @@ def summarise(folds, oof, cfg: Config, clips):
             "uar_fold_std": float(np.std([f[c]["uar"] for f in folds])),
             "uar_first_utterance": uar(y[m & first], p_raw.argmax(1)[m & first], N_CLS),
             "uar_later_utterances": uar(y[m & ~first], p_raw.argmax(1)[m & ~first], N_CLS),
-            "arousal_uar": uar(a[ma], (arousal_from_probs(p_cal, o["arh"], cfg.arousal_head_weight)[ma] > 0).astype(int), 2),
-            "arousal_uar_circumplex": uar(a[ma], (arousal_from_probs(p_cal)[ma] > 0).astype(int), 2),
+            "arousal_uar": uar(
+                a[ma],
+                (arousal_from_probs(p_cal, o["arh"], cfg.arousal_head_weight)[ma] > 0).astype(int),
+                2,
+            ),
+            "arousal_uar_circumplex": uar(
+                a[ma], (arousal_from_probs(p_cal)[ma] > 0).astype(int), 2
+            ),
             "arousal_uar_head": uar(a[ma], (o["arh"][ma] > 0.5).astype(int), 2),
             "ece_before": ece(p_raw[m], y[m]),
             "ece_after": ece(p_cal[m], y[m]),
             "uncertain_fraction": float(np.mean(p_cal[m].max(1) < cfg.uncertain_threshold)),
-            "accuracy_when_certain": float(np.mean((p_cal.argmax(1) == y)[m & (p_cal.max(1) >= cfg.uncertain_threshold)])),
+            "accuracy_when_certain": float(
+                np.mean((p_cal.argmax(1) == y)[m & (p_cal.max(1) >= cfg.uncertain_threshold)])
+            ),
             "confusion": confusion(y[m], p_raw.argmax(1)[m]).tolist(),
-            "per_class_recall": {LABELS[k]: float(np.mean(p_raw.argmax(1)[m][y[m] == k] == k))
-                                 for k in range(N_CLS) if np.any(y[m] == k)},
+            "per_class_recall": {
+                LABELS[k]: float(np.mean(p_raw.argmax(1)[m][y[m] == k] == k))
+                for k in range(N_CLS)
+                if np.any(y[m] == k)
+            },
         }
         tgt = np.array([clips[i].intensity for i in o["ix"]])
         summary[c]["intensity_mean_by_target"] = {
-            str(t): float(np.mean(o["int"][tgt == t])) for t in (0.0, 0.5, 1.0) if np.any(tgt == t)}
+            str(t): float(np.mean(o["int"][tgt == t])) for t in (0.0, 0.5, 1.0) if np.any(tgt == t)
+        }
     return summary
 
 
@@ -676,8 +812,15 @@ def plot_report(path: Path, folds, summary) -> str | None:
         ax.imshow(cmn, cmap="Blues", vmin=0, vmax=1)
         for i in range(N_CLS):
             for j in range(N_CLS):
-                ax.text(j, i, f"{cmn[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if cmn[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{cmn[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cmn[i, j] > 0.5 else "black",
+                )
         ax.set_xticks(range(N_CLS), LABELS, rotation=45, ha="right")
         ax.set_yticks(range(N_CLS), LABELS)
         ax.set_xlabel("predicted")
@@ -699,8 +842,15 @@ def plot_report(path: Path, folds, summary) -> str | None:
     return None
 
 
-def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool = False,
-          cache_dir: str | Path | None = None, skip_cv: bool = False, log=print) -> dict:
+def train(
+    manifest: str | Path,
+    out_dir: str | Path,
+    folds: int = 6,
+    quick: bool = False,
+    cache_dir: str | Path | None = None,
+    skip_cv: bool = False,
+    log=print,
+) -> dict:
     """Full pipeline: features -> speaker-grouped CV -> calibration -> final model -> ONNX fp32/int8
     -> latency -> model card. Returns the card dict."""
     import tempfile
@@ -711,12 +861,16 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
     cfg = Config.quick(folds) if quick else Config(folds=folds)
     cache = Path(cache_dir) if cache_dir else Path(__file__).resolve().parent / ".cache" / "emotion"
     clips = load_manifest(manifest)
-    log(f"{len(clips)} clips, {len({c.group for c in clips})} speakers/groups; variants {cfg.variants}")
+    log(
+        f"{len(clips)} clips, {len({c.group for c in clips})} speakers/groups; variants {cfg.variants}"
+    )
     with manifest.open(newline="") as fh:
         header = next(csv.reader(fh))
     if "speaker" not in header:
-        log("note: no 'speaker' column - CV folds are grouped by 'call' (or by file), so one speaker can appear "
-            "on both sides of a fold and the CV numbers are optimistic; add a speaker column for honest CV")
+        log(
+            "note: no 'speaker' column - CV folds are grouped by 'call' (or by file), so one speaker can appear "
+            "on both sides of a fold and the CV numbers are optimistic; add a speaker column for honest CV"
+        )
     feats = extract(clips, cfg.variants, cache, cfg.workers)
     work = Path(tempfile.mkdtemp(prefix="emotion-train-"))
     folds_res, summary = [], {}
@@ -739,8 +893,11 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
         "labels": LABELS,
         "feature_names": names,
         "sample_rates": [8000, 16000],
-        "onnx_input": {"name": "features", "dim": int(Z.shape[1]),
-                       "layout": "[z-scored (causal per call) features, globally scaled features, is_8k]"},
+        "onnx_input": {
+            "name": "features",
+            "dim": int(Z.shape[1]),
+            "layout": "[z-scored (causal per call) features, globally scaled features, is_8k]",
+        },
         "onnx_outputs": ["probs", "intensity", "arousal_high"],
         "normalisation": {str(sr): p.to_json() for sr, p in sorted(priors.items())},
         "temperature": T,
@@ -760,16 +917,24 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
     if summary:
         d16 = summary["16k"]["uar"] - summary["16k"]["uar_int8"]
         dph = summary["phone"]["uar"] - summary["phone"]["uar_int8"]
-        faster = lat8["16k"]["onnx_ms"] < lat32["16k"]["onnx_ms"] and lat8["phone"]["onnx_ms"] < lat32["phone"]["onnx_ms"]
+        faster = (
+            lat8["16k"]["onnx_ms"] < lat32["16k"]["onnx_ms"]
+            and lat8["phone"]["onnx_ms"] < lat32["phone"]["onnx_ms"]
+        )
         if faster and max(d16, dph) <= 0.01:
             choice, why = "int8", "int8 measured faster than fp32 and within 1 UAR point"
         else:
             choice = "fp32"
-            why = ("int8 not faster than fp32 on this CPU" if not faster
-                   else f"int8 loses {100 * max(d16, dph):.1f} UAR points")
+            why = (
+                "int8 not faster than fp32 on this CPU"
+                if not faster
+                else f"int8 loses {100 * max(d16, dph):.1f} UAR points"
+            )
     size32, size8 = f32.stat().st_size, i8.stat().st_size
     files = {f32.name: E.sha256_file(f32), i8.name: E.sha256_file(i8)}
-    n_params = sum(int(np.prod(w[k].shape)) for w in members for k in w) + int(linear["W"][:(Z.shape[1] - 1) // 2].size + N_CLS)
+    n_params = sum(int(np.prod(w[k].shape)) for w in members for k in w) + int(
+        linear["W"][: (Z.shape[1] - 1) // 2].size + N_CLS
+    )
     plot_note = None
     card = {
         "name": "appliance-emotion",
@@ -783,7 +948,9 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
         "spec": spec,
         "architecture": {
             "type": "MLP ensemble + shrinkage LDA on utterance statistics",
-            "members": cfg.members, "hidden": list(cfg.hidden), "parameters": n_params,
+            "members": cfg.members,
+            "hidden": list(cfg.hidden),
+            "parameters": n_params,
             "linear_member": f"shrinkage LDA (Ledoit-Wolf, uniform priors) on the causal z-scores, blended with weight {cfg.linear_weight} in probability space",
             "inputs": f"{len(names)} raw features -> {Z.shape[1]} model inputs",
             "heads": "7 emotion logits (temperature-scaled softmax), intensity (sigmoid), arousal high/low (sigmoid, auxiliary)",
@@ -798,28 +965,54 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
             "epochs": cfg.epochs,
             "quick": quick,
             "duration_s": None,
-            "data": ("RAVDESS speech (Livingstone & Russo 2018, doi:10.5281/zenodo.1188976), actors 01-20"
-                     if "ravdess" in str(manifest).lower() else str(manifest.name)),
-            "data_licence": DATA_LICENCE_RAVDESS if "ravdess" in str(manifest).lower() else "as licensed by the site",
+            "data": (
+                "RAVDESS speech (Livingstone & Russo 2018, doi:10.5281/zenodo.1188976), actors 01-20"
+                if "ravdess" in str(manifest).lower()
+                else str(manifest.name)
+            ),
+            "data_licence": DATA_LICENCE_RAVDESS
+            if "ravdess" in str(manifest).lower()
+            else "as licensed by the site",
         },
-        "licence_note": ("Trained on RAVDESS (CC BY-NC-SA 4.0): the model inherits non-commercial, share-alike, "
-                         "attribution terms. A commercial deployment must retrain on data it is licensed for: "
-                         "`appliance train-emotion --data MANIFEST --out DIR`."
-                         if "ravdess" in str(manifest).lower() else "Trained on the site's own data."),
-        "cv": {"folds": folds_res, "summary": summary, "protocol": (
-            f"{cfg.folds}-fold CV grouped by speaker; held-out clips scored in pseudo-calls of ~{CALL_SIZE} "
-            "shuffled clips of one speaker with the causal running normalisation, through the exported ONNX "
-            "(fp32 and static-QDQ int8 per fold); 16k = clip as recorded; phone = 300-3400 Hz, 8 kHz, "
-            "line noise, gain, G.711 mu-law (fixed seed)")},
-        "calibration": ({"method": "temperature scaling on out-of-fold logits", "temperature": T,
-                         "ece_before": {c: summary[c]["ece_before"] for c in EVAL_VARIANTS},
-                         "ece_after": {c: summary[c]["ece_after"] for c in EVAL_VARIANTS}} if summary else None),
+        "licence_note": (
+            "Trained on RAVDESS (CC BY-NC-SA 4.0): the model inherits non-commercial, share-alike, "
+            "attribution terms. A commercial deployment must retrain on data it is licensed for: "
+            "`appliance train-emotion --data MANIFEST --out DIR`."
+            if "ravdess" in str(manifest).lower()
+            else "Trained on the site's own data."
+        ),
+        "cv": {
+            "folds": folds_res,
+            "summary": summary,
+            "protocol": (
+                f"{cfg.folds}-fold CV grouped by speaker; held-out clips scored in pseudo-calls of ~{CALL_SIZE} "
+                "shuffled clips of one speaker with the causal running normalisation, through the exported ONNX "
+                "(fp32 and static-QDQ int8 per fold); 16k = clip as recorded; phone = 300-3400 Hz, 8 kHz, "
+                "line noise, gain, G.711 mu-law (fixed seed)"
+            ),
+        },
+        "calibration": (
+            {
+                "method": "temperature scaling on out-of-fold logits",
+                "temperature": T,
+                "ece_before": {c: summary[c]["ece_before"] for c in EVAL_VARIANTS},
+                "ece_after": {c: summary[c]["ece_after"] for c in EVAL_VARIANTS},
+            }
+            if summary
+            else None
+        ),
         "quantisation": {
             "method": "onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations, MatMul only",
-            "fp32": {"uar": {c: summary[c]["uar"] for c in EVAL_VARIANTS} if summary else None,
-                     "latency_1s_window": lat32, "bytes": size32},
-            "int8": {"uar": {c: summary[c]["uar_int8"] for c in EVAL_VARIANTS} if summary else None,
-                     "latency_1s_window": lat8, "bytes": size8},
+            "fp32": {
+                "uar": {c: summary[c]["uar"] for c in EVAL_VARIANTS} if summary else None,
+                "latency_1s_window": lat32,
+                "bytes": size32,
+            },
+            "int8": {
+                "uar": {c: summary[c]["uar_int8"] for c in EVAL_VARIANTS} if summary else None,
+                "latency_1s_window": lat8,
+                "bytes": size8,
+            },
             "latency_note": "median over 500 runs (5 interleaved rounds of 100), 1 thread, 2-core x86 build box shared with other work; total = features + normalisation + ONNX",
         },
         "outputs": {
@@ -827,11 +1020,15 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
             "uncertain": f"confidence < {cfg.uncertain_threshold} (the label is more likely wrong than right)",
             "intensity": "sigmoid head trained on RAVDESS intensity: neutral/calm 0, normal 0.5, strong 1",
             "valence": "expectation of circumplex valence over the calibrated class probabilities",
-            "arousal": (f"{1 - cfg.arousal_head_weight:g} x circumplex arousal expectation + {cfg.arousal_head_weight:g} x "
-                        "(2 P(high) - 1) from the trained arousal head (high = angry, happy, fearful, surprised, disgust)"),
+            "arousal": (
+                f"{1 - cfg.arousal_head_weight:g} x circumplex arousal expectation + {cfg.arousal_head_weight:g} x "
+                "(2 P(high) - 1) from the trained arousal head (high = angry, happy, fearful, surprised, disgust)"
+            ),
         },
     }
-    plot_note = plot_report(out_dir / "training_report.png", folds_res, summary) if summary else "no CV"
+    plot_note = (
+        plot_report(out_dir / "training_report.png", folds_res, summary) if summary else "no CV"
+    )
     card["report_plot"] = "training_report.png" if plot_note is None else plot_note
     card["training"]["duration_s"] = round(time.time() - t_start, 1)
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
@@ -842,67 +1039,108 @@ def train(manifest: str | Path, out_dir: str | Path, folds: int = 6, quick: bool
 
 def render_card_md(card: dict) -> str:
     s = card["cv"]["summary"]
-    L = [f"# Model card: {card['name']} {card['spec']['version']}", "",
-         f"Shipped file: `{card['model_file']}` ({card['shipped_variant']}; {card['shipped_reason']}).", "",
-         "| file | bytes | SHA-256 |", "|---|---|---|"]
+    L = [
+        f"# Model card: {card['name']} {card['spec']['version']}",
+        "",
+        f"Shipped file: `{card['model_file']}` ({card['shipped_variant']}; {card['shipped_reason']}).",
+        "",
+        "| file | bytes | SHA-256 |",
+        "|---|---|---|",
+    ]
     for f, h in card["files"].items():
         L.append(f"| `{f}` | {card['sizes_bytes'][f]} | `{h}` |")
     a = card["architecture"]
-    L += ["", "## What it does",
-          "Input: one customer utterance (8 kHz telephone or 16 kHz headset audio). Output: one of "
-          f"{', '.join(card['spec']['labels'])} (calm counts as neutral) with a calibrated confidence, "
-          "`uncertain` flag, intensity, arousal and valence.", "",
-          f"Architecture: {a['type']}: {a['members']} MLPs (ReLU, hidden {a['hidden']}), {a['linear_member']}; "
-          f"{a['parameters']} parameters; {a['inputs']}; heads: {a['heads']}.", "",
-          "Features (runtime frontend `appliance.features`, computed by `appliance.emotion.utterance_features`): "
-          "mean/std/delta-std of 40 log-mel bands and 13 MFCCs over active frames (within 30 dB of the loudest), "
-          "frame-energy statistics, all `features.functionals`, MFCC/mel statistics over voiced (`yin_pitch`) and unvoiced "
-          "frames, MFCC/pitch/energy means per third of the utterance, pitch range and energy shape. Causal per-call normalisation: utterance k is "
-          "z-scored with the running mean/variance of utterances before it in the same call, shrunk towards a "
-          "training-set prior (mean prior weight 4 utterances, variance 12), per sample rate.", "",
-          "Outputs:"]
+    L += [
+        "",
+        "## What it does",
+        "Input: one customer utterance (8 kHz telephone or 16 kHz headset audio). Output: one of "
+        f"{', '.join(card['spec']['labels'])} (calm counts as neutral) with a calibrated confidence, "
+        "`uncertain` flag, intensity, arousal and valence.",
+        "",
+        f"Architecture: {a['type']}: {a['members']} MLPs (ReLU, hidden {a['hidden']}), {a['linear_member']}; "
+        f"{a['parameters']} parameters; {a['inputs']}; heads: {a['heads']}.",
+        "",
+        "Features (runtime frontend `appliance.features`, computed by `appliance.emotion.utterance_features`): "
+        "mean/std/delta-std of 40 log-mel bands and 13 MFCCs over active frames (within 30 dB of the loudest), "
+        "frame-energy statistics, all `features.functionals`, MFCC/mel statistics over voiced (`yin_pitch`) and unvoiced "
+        "frames, MFCC/pitch/energy means per third of the utterance, pitch range and energy shape. Causal per-call normalisation: utterance k is "
+        "z-scored with the running mean/variance of utterances before it in the same call, shrunk towards a "
+        "training-set prior (mean prior weight 4 utterances, variance 12), per sample rate.",
+        "",
+        "Outputs:",
+    ]
     for k, v in card["outputs"].items():
         L.append(f"- {k}: {v}")
     L.append(f"- circumplex (arousal, valence): {card['spec']['circumplex']}")
-    L += ["", "## Training data and licence", f"{card['training']['data']}. Licence: {card['training']['data_licence']}.", "",
-          card["licence_note"], "",
-          f"Channel simulation during training: {', '.join(card['training']['channel_variants'])} "
-          "(clean 16 kHz; headset gain/noise; telephone 300-3400 Hz, 8 kHz, line noise, gain, G.711 mu-law; "
-          "speed-perturbed headset/telephone copies, playback speed 0.90-1.10 fixed per speaker, as extra pseudo-speakers)."]
+    L += [
+        "",
+        "## Training data and licence",
+        f"{card['training']['data']}. Licence: {card['training']['data_licence']}.",
+        "",
+        card["licence_note"],
+        "",
+        f"Channel simulation during training: {', '.join(card['training']['channel_variants'])} "
+        "(clean 16 kHz; headset gain/noise; telephone 300-3400 Hz, 8 kHz, line noise, gain, G.711 mu-law; "
+        "speed-perturbed headset/telephone copies, playback speed 0.90-1.10 fixed per speaker, as extra pseudo-speakers).",
+    ]
     if s:
-        L += ["", "## Evaluation (speakers held out)", card["cv"]["protocol"] + ".", "",
-              "| fold | held-out speakers | 16k UAR | 16k arousal UAR | phone UAR | phone arousal UAR | 16k UAR int8 | phone UAR int8 |",
-              "|---|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            "## Evaluation (speakers held out)",
+            card["cv"]["protocol"] + ".",
+            "",
+            "| fold | held-out speakers | 16k UAR | 16k arousal UAR | phone UAR | phone arousal UAR | 16k UAR int8 | phone UAR int8 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for f in card["cv"]["folds"]:
-            L.append(f"| {f['fold']} | {', '.join(x.split('_')[-1] for x in f['speakers'])} | {f['16k']['uar']:.3f} | "
-                     f"{f['16k']['arousal_uar']:.3f} | {f['phone']['uar']:.3f} | {f['phone']['arousal_uar']:.3f} | "
-                     f"{f['16k']['uar_int8']:.3f} | {f['phone']['uar_int8']:.3f} |")
-        L.append(f"| all (pooled) | | {s['16k']['uar']:.3f} | {s['16k']['arousal_uar']:.3f} | {s['phone']['uar']:.3f} | "
-                 f"{s['phone']['arousal_uar']:.3f} | {s['16k']['uar_int8']:.3f} | {s['phone']['uar_int8']:.3f} |")
-        L += ["", f"First utterance of a call (prior only): 16k UAR {s['16k']['uar_first_utterance']:.3f}, phone "
-              f"{s['phone']['uar_first_utterance']:.3f}; later utterances: 16k {s['16k']['uar_later_utterances']:.3f}, "
-              f"phone {s['phone']['uar_later_utterances']:.3f}.", "",
-              f"Calibration: temperature T = {s['temperature']:.3f}; ECE (10 bins) before -> after: 16k "
-              f"{s['16k']['ece_before']:.3f} -> {s['16k']['ece_after']:.3f}, phone {s['phone']['ece_before']:.3f} -> "
-              f"{s['phone']['ece_after']:.3f}. Uncertain (confidence < {card['spec']['uncertain_threshold']}): "
-              f"{100 * s['16k']['uncertain_fraction']:.0f}% of 16k, {100 * s['phone']['uncertain_fraction']:.0f}% of phone "
-              f"utterances; accuracy on the rest {s['16k']['accuracy_when_certain']:.3f} / {s['phone']['accuracy_when_certain']:.3f}."]
+            L.append(
+                f"| {f['fold']} | {', '.join(x.split('_')[-1] for x in f['speakers'])} | {f['16k']['uar']:.3f} | "
+                f"{f['16k']['arousal_uar']:.3f} | {f['phone']['uar']:.3f} | {f['phone']['arousal_uar']:.3f} | "
+                f"{f['16k']['uar_int8']:.3f} | {f['phone']['uar_int8']:.3f} |"
+            )
+        L.append(
+            f"| all (pooled) | | {s['16k']['uar']:.3f} | {s['16k']['arousal_uar']:.3f} | {s['phone']['uar']:.3f} | "
+            f"{s['phone']['arousal_uar']:.3f} | {s['16k']['uar_int8']:.3f} | {s['phone']['uar_int8']:.3f} |"
+        )
+        L += [
+            "",
+            f"First utterance of a call (prior only): 16k UAR {s['16k']['uar_first_utterance']:.3f}, phone "
+            f"{s['phone']['uar_first_utterance']:.3f}; later utterances: 16k {s['16k']['uar_later_utterances']:.3f}, "
+            f"phone {s['phone']['uar_later_utterances']:.3f}.",
+            "",
+            f"Calibration: temperature T = {s['temperature']:.3f}; ECE (10 bins) before -> after: 16k "
+            f"{s['16k']['ece_before']:.3f} -> {s['16k']['ece_after']:.3f}, phone {s['phone']['ece_before']:.3f} -> "
+            f"{s['phone']['ece_after']:.3f}. Uncertain (confidence < {card['spec']['uncertain_threshold']}): "
+            f"{100 * s['16k']['uncertain_fraction']:.0f}% of 16k, {100 * s['phone']['uncertain_fraction']:.0f}% of phone "
+            f"utterances; accuracy on the rest {s['16k']['accuracy_when_certain']:.3f} / {s['phone']['accuracy_when_certain']:.3f}.",
+        ]
         q = card["quantisation"]
-        L += ["", "## fp32 vs int8 (latency per 1 s window, median, 1 thread)", "",
-              "| | 16k UAR | phone UAR | 16k total ms | 16k ONNX ms | phone total ms | phone ONNX ms | bytes |", "|---|---|---|---|---|---|---|---|"]
+        L += [
+            "",
+            "## fp32 vs int8 (latency per 1 s window, median, 1 thread)",
+            "",
+            "| | 16k UAR | phone UAR | 16k total ms | 16k ONNX ms | phone total ms | phone ONNX ms | bytes |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for v in ("fp32", "int8"):
             d = q[v]
-            L.append(f"| {v} | {d['uar']['16k']:.3f} | {d['uar']['phone']:.3f} | {d['latency_1s_window']['16k']['total_ms']} | "
-                     f"{d['latency_1s_window']['16k']['onnx_ms']} | {d['latency_1s_window']['phone']['total_ms']} | "
-                     f"{d['latency_1s_window']['phone']['onnx_ms']} | {d['bytes']} |")
+            L.append(
+                f"| {v} | {d['uar']['16k']:.3f} | {d['uar']['phone']:.3f} | {d['latency_1s_window']['16k']['total_ms']} | "
+                f"{d['latency_1s_window']['16k']['onnx_ms']} | {d['latency_1s_window']['phone']['total_ms']} | "
+                f"{d['latency_1s_window']['phone']['onnx_ms']} | {d['bytes']} |"
+            )
         L += ["", q["method"] + ". " + q["latency_note"] + "."]
-    L += ["", "## Limits",
-          "- Acted speech (two sentences, 20 North-American actors): expect lower accuracy on spontaneous call audio; "
-          "UAR on other corpora and real calls is unmeasured here.",
-          "- The first utterance of a call is scored with the training-set prior only; accuracy improves as the call's "
-          "statistics accumulate.",
-          "- Emotion recognition of employees is restricted in the EU (AI Act): the appliance scores the customer channel only.",
-          "", f"Report plot: {card['report_plot']}. Created {card['created']}; training took {card['training']['duration_s']} s."]
+    L += [
+        "",
+        "## Limits",
+        "- Acted speech (two sentences, 20 North-American actors): expect lower accuracy on spontaneous call audio; "
+        "UAR on other corpora and real calls is unmeasured here.",
+        "- The first utterance of a call is scored with the training-set prior only; accuracy improves as the call's "
+        "statistics accumulate.",
+        "- Emotion recognition of employees is restricted in the EU (AI Act): the appliance scores the customer channel only.",
+        "",
+        f"Report plot: {card['report_plot']}. Created {card['created']}; training took {card['training']['duration_s']} s.",
+    ]
     return "\n".join(L) + "\n"
 
 
@@ -911,8 +1149,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="manifest CSV")
     ap.add_argument("--out", required=True, help="output directory (model files + card)")
     ap.add_argument("--folds", type=int, default=6)
-    ap.add_argument("--quick", action="store_true", help="fewer variants/members/epochs (smoke test)")
-    ap.add_argument("--cache", default=None, help="feature cache dir (default models/.cache/emotion)")
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer variants/members/epochs (smoke test)"
+    )
+    ap.add_argument(
+        "--cache", default=None, help="feature cache dir (default models/.cache/emotion)"
+    )
     ap.add_argument("--no-cv", action="store_true", help="skip cross-validation (no calibration)")
     a = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
