@@ -14,8 +14,10 @@ Pipeline per utterance (identical in training, evaluation and live analysis; tra
    [z-scored features, globally scaled features, is_8k flag] to calibrated class probabilities and
    an intensity head (trained on RAVDESS normal/strong).
 4. Valence: a circumplex mapping of the calibrated class probabilities (`CIRCUMPLEX`; expectation
-   over classes). Arousal: the same circumplex expectation, averaged (weight from the card) with the
-   model's trained arousal head (2 * P(high) - 1), which separates high/low arousal better.
+   over classes). Arousal (`arousal_value`, method/weights/threshold from the card): 2 * P(any
+   high-arousal class) - 1 ("class_sum") or the circumplex arousal expectation (cards without
+   `arousal_method`), optionally averaged with the model's trained arousal head (2 * P(high) - 1),
+   with the decision threshold chosen out-of-fold in training mapped to 0.
 
 `EmotionModel.load()` verifies the SHA-256 of the ONNX file against `model_card.json`, the card's
 spec against the digest embedded in the ONNX metadata, and the feature names against the running
@@ -121,17 +123,19 @@ def utterance_features(x: np.ndarray, sr: int) -> np.ndarray:
     active = energy >= energy.max() - ACTIVE_RANGE_NATS
     if active.sum() < MIN_ACTIVE_FRAMES:
         active = np.zeros(n, dtype=bool)
-        active[np.argsort(energy)[-min(n, MIN_ACTIVE_FRAMES):]] = True
+        active[np.argsort(energy)[-min(n, MIN_ACTIVE_FRAMES) :]] = True
     ea = energy[active]
     fn = F.functionals(x, sr)
     fvals = [float(fn[k]) for k in F.FUNCTIONAL_NAMES]
-    out = np.concatenate([
-        _frame_stats(lm, active),
-        _frame_stats(mf, active),
-        [ea.mean(), ea.std(), np.percentile(ea, 10), np.percentile(ea, 90), active.mean()],
-        fvals,
-        _voiced_temporal(x, sr, lm, mf, energy, active),
-    ])
+    out = np.concatenate(
+        [
+            _frame_stats(lm, active),
+            _frame_stats(mf, active),
+            [ea.mean(), ea.std(), np.percentile(ea, 10), np.percentile(ea, 90), active.mean()],
+            fvals,
+            _voiced_temporal(x, sr, lm, mf, energy, active),
+        ]
+    )
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -161,8 +165,11 @@ def _voiced_temporal(x, sr, lm, mf, energy, active) -> np.ndarray:
     out += [p.mean() if len(p) else st.mean() for p in parts]
     e = energy[active]
     sd = e.std() + 1e-9
-    out += [float(((e - e.mean()) ** 3).mean() / sd**3), float(((e - e.mean()) ** 4).mean() / sd**4),
-            voiced.sum() / max(active.sum(), 1)]
+    out += [
+        float(((e - e.mean()) ** 3).mean() / sd**3),
+        float(((e - e.mean()) ** 4).mean() / sd**4),
+        voiced.sum() / max(active.sum(), 1),
+    ]
     out += [energy[t].mean() if len(t) else e.mean() for t in thirds]
     w = np.exp(lm[v] - lm[v].max(1, keepdims=True))
     c = (w * np.arange(lm.shape[1])).sum(1) / w.sum(1)
@@ -264,16 +271,66 @@ def circumplex(probs: np.ndarray) -> tuple[float, float]:
     return float(np.clip(a, -1, 1)), float(np.clip(v, -1, 1))
 
 
-def make_result(probs: np.ndarray, intensity: float, threshold: float,
-                arousal_high: float | None = None, head_weight: float = 0.0) -> EmotionResult:
-    """EmotionResult from calibrated probabilities. Arousal = (1 - w) * circumplex arousal
-    + w * (2 * P(high arousal) - 1) when the model has a trained arousal head (w from the card)."""
+HIGH_AROUSAL_LABELS: tuple[str, ...] = ("happy", "angry", "fearful", "disgust", "surprised")
+
+
+def arousal_value(
+    probs: np.ndarray,
+    arousal_high: np.ndarray | float | None = None,
+    head_weight: float = 0.0,
+    method: str = "circumplex",
+    threshold: float = 0.0,
+    high_labels: tuple[str, ...] | list[str] = HIGH_AROUSAL_LABELS,
+) -> np.ndarray:
+    """Arousal in [-1, 1] (> 0 = high) from calibrated class probabilities [n, 7] (or [7]).
+
+    `method` (the card's `spec.arousal_method`; absent = "circumplex"):
+    - "circumplex": expectation of the circumplex arousal coordinate over the classes;
+    - "class_sum": 2 * P(any high-arousal class) - 1, summed over `high_labels`.
+    Then, when the model has a trained arousal head, (1 - w) * that + w * (2 * P(high) - 1); then the
+    decision threshold `threshold` (chosen on out-of-fold scores in training) is mapped to 0 by a
+    piecewise-linear rescale that keeps -1 and +1 fixed.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if method == "class_sum":
+        idx = [EMOTION_LABELS.index(lab) for lab in high_labels]
+        a = 2.0 * p[..., idx].sum(-1) - 1.0
+    elif method == "circumplex":
+        a = p @ np.array([CIRCUMPLEX[lab][0] for lab in EMOTION_LABELS])
+    else:
+        raise ValueError(f"unknown arousal method {method!r}")
+    a = np.clip(a, -1, 1)
+    if arousal_high is not None and head_weight > 0:
+        ah = np.asarray(arousal_high, dtype=np.float64)
+        a = np.clip((1 - head_weight) * a + head_weight * (2 * ah - 1), -1, 1)
+    t = float(np.clip(threshold, -0.99, 0.99))
+    if t != 0.0:
+        a = np.where(a >= t, (a - t) / (1 - t), (a - t) / (1 + t))
+    return np.clip(a, -1, 1)
+
+
+def make_result(
+    probs: np.ndarray,
+    intensity: float,
+    threshold: float,
+    arousal_high: float | None = None,
+    head_weight: float = 0.0,
+    *,
+    arousal_method: str = "circumplex",
+    arousal_threshold: float = 0.0,
+    high_labels: tuple[str, ...] | list[str] = HIGH_AROUSAL_LABELS,
+) -> EmotionResult:
+    """EmotionResult from calibrated probabilities; arousal by `arousal_value` with the card's
+    method, head weight and decision threshold (defaults: the circumplex expectation)."""
     probs = np.asarray(probs, dtype=np.float64)
     probs = probs / probs.sum()
     i = int(np.argmax(probs))
-    a, v = circumplex(probs)
-    if arousal_high is not None and head_weight > 0:
-        a = float(np.clip((1 - head_weight) * a + head_weight * (2 * float(arousal_high) - 1), -1, 1))
+    _, v = circumplex(probs)
+    a = float(
+        arousal_value(
+            probs, arousal_high, head_weight, arousal_method, arousal_threshold, high_labels
+        )
+    )
     conf = float(probs[i])
     return EmotionResult(
         label=EMOTION_LABELS[i],
@@ -323,6 +380,10 @@ class EmotionModel:
         self.labels = tuple(spec["labels"])
         self.threshold = float(spec["uncertain_threshold"])
         self.arousal_head_weight = float(spec.get("arousal_head_weight", 0.0))
+        # cards before 1.1 have no arousal method/threshold: circumplex expectation, decided at 0
+        self.arousal_method = str(spec.get("arousal_method", "circumplex"))
+        self.arousal_threshold = float(spec.get("arousal_threshold", 0.0))
+        self.arousal_high_labels = tuple(spec.get("arousal_high_labels", HIGH_AROUSAL_LABELS))
         self.sample_rates = tuple(int(s) for s in spec["sample_rates"])
         self._priors = {int(k): NormPrior.from_json(v) for k, v in spec["normalisation"].items()}
         self._input = spec["onnx_input"]
@@ -385,7 +446,9 @@ class EmotionModel:
             raise ModelError(f"{onnx_file}: model file missing")
         digest = sha256_file(onnx_file)
         if digest != files[onnx_file.name]:
-            raise ModelError(f"{onnx_file.name}: SHA-256 {digest[:12]}... does not match the model card")
+            raise ModelError(
+                f"{onnx_file.name}: SHA-256 {digest[:12]}... does not match the model card"
+            )
         cls._check_spec(spec)
 
         want = list(providers) if providers else ["CPUExecutionProvider"]
@@ -394,7 +457,12 @@ class EmotionModel:
         missing = [pv for pv in want if pv not in avail]
         if missing:
             # a Jetson/CUDA setting on a box without the GPU build: say so, run on the CPU
-            log.warning("onnxruntime providers %s not available here (have %s): using %s", missing, sorted(avail), use)
+            log.warning(
+                "onnxruntime providers %s not available here (have %s): using %s",
+                missing,
+                sorted(avail),
+                use,
+            )
         so = ort.SessionOptions()
         so.intra_op_num_threads = int(intra_op_num_threads)
         so.inter_op_num_threads = 1
@@ -405,10 +473,16 @@ class EmotionModel:
             raise ModelError(f"{onnx_file.name}: onnxruntime cannot load it ({exc})") from exc
         meta = sess.get_modelmeta().custom_metadata_map
         if meta.get("spec_sha256") != spec_digest(spec):
-            raise ModelError(f"{card_path.name}: spec does not match the one the model was built with")
+            raise ModelError(
+                f"{card_path.name}: spec does not match the one the model was built with"
+            )
         inp = sess.get_inputs()[0]
-        if inp.name != spec["onnx_input"]["name"] or int(inp.shape[-1]) != int(spec["onnx_input"]["dim"]):
-            raise ModelError(f"{onnx_file.name}: input {inp.name}{inp.shape} does not match the card")
+        if inp.name != spec["onnx_input"]["name"] or int(inp.shape[-1]) != int(
+            spec["onnx_input"]["dim"]
+        ):
+            raise ModelError(
+                f"{onnx_file.name}: input {inp.name}{inp.shape} does not match the card"
+            )
         return cls(sess, card, onnx_file, use)
 
     @staticmethod
@@ -431,6 +505,12 @@ class EmotionModel:
                 if not all(len(prior[k]) == len(names) for k in ("mean", "var", "gvar")):
                     raise ModelError(f"normalisation prior for {sr} Hz has the wrong size")
             float(spec["uncertain_threshold"])
+            if spec.get("arousal_method", "circumplex") not in ("circumplex", "class_sum"):
+                raise ModelError(f"unknown arousal method {spec['arousal_method']!r}")
+            if not set(spec.get("arousal_high_labels", HIGH_AROUSAL_LABELS)) <= set(EMOTION_LABELS):
+                raise ModelError(f"arousal labels {spec['arousal_high_labels']} not model labels")
+            if not -1.0 < float(spec.get("arousal_threshold", 0.0)) < 1.0:
+                raise ModelError(f"arousal threshold {spec['arousal_threshold']} outside (-1, 1)")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model card spec incomplete ({exc})") from exc
 
@@ -454,5 +534,13 @@ class EmotionModel:
         z = state.normalise(f, sr)
         probs, inten, ahigh = self.run_features(z[None, :])
         state.update(f, sr)
-        return make_result(probs[0], float(inten[0]), self.threshold,
-                           None if ahigh is None else float(ahigh[0]), self.arousal_head_weight)
+        return make_result(
+            probs[0],
+            float(inten[0]),
+            self.threshold,
+            None if ahigh is None else float(ahigh[0]),
+            self.arousal_head_weight,
+            arousal_method=self.arousal_method,
+            arousal_threshold=self.arousal_threshold,
+            high_labels=self.arousal_high_labels,
+        )

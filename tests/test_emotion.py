@@ -19,7 +19,8 @@ MODEL_DIR = ROOT / "models" / "emotion"
 RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
 
 pytestmark = pytest.mark.skipif(
-    not (MODEL_DIR / "model_card.json").exists(), reason="no trained emotion model in models/emotion/"
+    not (MODEL_DIR / "model_card.json").exists(),
+    reason="no trained emotion model in models/emotion/",
 )
 
 
@@ -69,7 +70,7 @@ def test_refuses_tampered_model_file(tmp_path):
         EmotionModel.load(d)
 
 
-@pytest.mark.parametrize("edit", ["temperature", "feature_name", "prior", "sha"])
+@pytest.mark.parametrize("edit", ["temperature", "feature_name", "prior", "sha", "arousal"])
 def test_refuses_tampered_card(tmp_path, edit):
     from appliance.emotion import EmotionModel, ModelError
 
@@ -82,11 +83,37 @@ def test_refuses_tampered_card(tmp_path, edit):
         card["spec"]["feature_names"][0] = "something_else"
     elif edit == "prior":
         card["spec"]["normalisation"]["8000"]["mean"][3] += 1.0
+    elif edit == "arousal":
+        card["spec"]["arousal_threshold"] = float(card["spec"].get("arousal_threshold", 0.0)) + 0.1
     else:
         card["files"][card["model_file"]] = "0" * 64
     cp.write_text(json.dumps(card))
     with pytest.raises(ModelError):
         EmotionModel.load(d)
+
+
+def test_arousal_value_methods_and_threshold():
+    from appliance.emotion import CIRCUMPLEX, arousal_value, make_result
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(len(EMOTION_LABELS)), size=50)
+    high = [EMOTION_LABELS.index(k) for k in ("happy", "angry", "fearful", "disgust", "surprised")]
+    s = 2 * probs[:, high].sum(1) - 1
+    np.testing.assert_allclose(arousal_value(probs, method="class_sum"), s)
+    # the threshold maps to 0, -1 and +1 stay put, the order of scores is kept
+    for t in (-0.3, 0.2):
+        a = arousal_value(probs, method="class_sum", threshold=t)
+        assert np.array_equal(a > 0, s > t)
+        assert np.all(np.diff(a[np.argsort(s)]) >= -1e-12)
+        np.testing.assert_allclose(
+            arousal_value(np.eye(7)[[0, 3]], method="class_sum", threshold=t), [-1, 1]
+        )
+    # a card without an arousal method: the circumplex expectation (models before 1.1)
+    av = np.array([CIRCUMPLEX[k][0] for k in EMOTION_LABELS])
+    r = make_result(probs[0], 0.5, 0.5)
+    assert r.arousal == pytest.approx(float(np.clip(probs[0] @ av, -1, 1)))
+    r = make_result(probs[0], 0.5, 0.5, 0.9, 0.5)
+    assert r.arousal == pytest.approx(0.5 * float(probs[0] @ av) + 0.5 * 0.8)
 
 
 def test_missing_card_is_a_model_error(tmp_path):
@@ -120,8 +147,10 @@ def test_rejects_unsupported_rate(model):
 def test_state_is_causal(model):
     """Utterance k is scored only with what came before it: the future never changes it."""
     sr = 16000
-    utts = [_voice(1.0, sr, f0, i, loud) for i, (f0, loud) in
-            enumerate([(120, 0.2), (200, 0.5), (150, 0.1), (260, 0.6)])]
+    utts = [
+        _voice(1.0, sr, f0, i, loud)
+        for i, (f0, loud) in enumerate([(120, 0.2), (200, 0.5), (150, 0.1), (260, 0.6)])
+    ]
     other = _voice(1.0, sr, 90, 99, 0.05)
     a, b = model.new_state(), model.new_state()
     ra = [model.infer(u, sr, a) for u in utts]
@@ -134,7 +163,9 @@ def test_state_is_causal(model):
 
 def test_concurrent_infer_matches_sequential(model):
     sr = 8000
-    clips = [[_voice(0.8, sr, 100 + 20 * k + 7 * j, 10 * k + j) for j in range(3)] for k in range(4)]
+    clips = [
+        [_voice(0.8, sr, 100 + 20 * k + 7 * j, 10 * k + j) for j in range(3)] for k in range(4)
+    ]
     want = []
     for seq in clips:
         st = model.new_state()
@@ -178,15 +209,24 @@ def test_emotion_eval_path_only_manifest(tmp_path, capsys):
     assert [p["path"] for p in out["predictions"]] == ["a/angry_strong.wav", "b.wav", "c.wav"]
     for p in out["predictions"]:
         assert p["label"] in EMOTION_LABELS
-        assert set(p) == {"path", "label", "confidence", "intensity", "arousal", "valence", "uncertain"}
+        assert set(p) == {
+            "path",
+            "label",
+            "confidence",
+            "intensity",
+            "arousal",
+            "valence",
+            "uncertain",
+        }
 
 
 def test_emotion_eval_labelled_manifest_with_calls(tmp_path, model):
     from appliance.emotion_eval import evaluate
 
     rows = []
-    for i, (emo, f0, loud) in enumerate([("anger", 220, 0.6), ("sadness", 100, 0.1),
-                                         ("boredom", 110, 0.1), ("neutral", 130, 0.2)]):
+    for i, (emo, f0, loud) in enumerate(
+        [("anger", 220, 0.6), ("sadness", 100, 0.1), ("boredom", 110, 0.1), ("neutral", 130, 0.2)]
+    ):
         name = f"x{i}.wav"
         _write_wav(tmp_path / name, _voice(1.0, 16000, f0, i, loud), 16000)
         rows.append({"path": name, "emotion": emo, "call": "c1" if i < 2 else "c2"})
