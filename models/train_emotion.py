@@ -43,7 +43,7 @@ from appliance.types import EMOTION_LABELS  # noqa: E402
 LABELS = list(EMOTION_LABELS)
 N_CLS = len(LABELS)
 CALL_SIZE = 12
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
 DATA_LICENCE_RAVDESS = "CC BY-NC-SA 4.0"
 
 
@@ -68,7 +68,14 @@ class Config:
     uncertain_threshold: float = 0.5
     workers: int = 2
     linear_weight: float = 0.5  # blend weight of the LDA member (probability space)
-    arousal_head_weight: float = 0.5  # arousal = (1-w) circumplex + w (2 P(high) - 1)
+    linear_per_rate: bool = True  # one LDA for 8 kHz inputs, one for 16 kHz (picked by is_8k)
+    # arousal = (1-w) score + w (2 P(high) - 1), score: "class_sum" = 2 P(high-arousal class) - 1 or
+    # "circumplex"; decided at a threshold chosen on out-of-fold scores (cross-fitted in the CV)
+    arousal_method: str = "class_sum"
+    arousal_head_weight: float = 0.0
+    # the MLPs see only the causal per-call z-scores (+ is_8k), not the globally scaled branch
+    # (which carries speaker identity); the LDA member never did
+    global_inputs: bool = False
 
     @classmethod
     def quick(cls, folds: int) -> Config:
@@ -303,7 +310,11 @@ def train_members(
     it = np.array([clips[i].intensity for i in ix], dtype=np.float32)
     counts = np.bincount(y[y >= 0], minlength=N_CLS).astype(np.float64)
     cw = np.where(counts > 0, counts.sum() / (N_CLS * np.maximum(counts, 1)), 0.0)
-    Xt = torch.from_numpy(Z.astype(np.float32))
+    nf = (Z.shape[1] - 1) // 2
+    keep = torch.ones(Z.shape[1])
+    if not cfg.global_inputs:
+        keep[nf : 2 * nf] = 0.0  # the globally scaled branch (speaker identity) is not an MLP input
+    Xt = torch.from_numpy(Z.astype(np.float32)) * keep
     yt, at, itt = torch.from_numpy(y), torch.from_numpy(ar), torch.from_numpy(it)
     ce = nn.CrossEntropyLoss(
         weight=torch.tensor(cw, dtype=torch.float32),
@@ -339,7 +350,7 @@ def train_members(
             for s in range(steps_per_epoch):
                 b = perm[s * cfg.batch : (s + 1) * cfg.batch]
                 xb = Xt[b]
-                xb = xb + cfg.input_noise * torch.randn(xb.shape, generator=g)
+                xb = (xb + cfg.input_noise * torch.randn(xb.shape, generator=g)) * keep
                 out = net(xb)
                 loss = ce(out[:, :N_CLS], yt[b]) if (yt[b] >= 0).any() else out.sum() * 0
                 ma = at[b] >= 0
@@ -355,32 +366,46 @@ def train_members(
             bar.update(1)
         net.eval()
         lin = [mod for mod in net if isinstance(mod, nn.Linear)]
-        members.append(
-            {f"W{k}": lin[k].weight.detach().numpy().T.copy() for k in range(3)}
-            | {f"b{k}": lin[k].bias.detach().numpy().copy() for k in range(3)}
-        )
+        w = {f"W{k}": lin[k].weight.detach().numpy().T.copy() for k in range(3)} | {
+            f"b{k}": lin[k].bias.detach().numpy().copy() for k in range(3)
+        }
+        w["W0"] *= keep.numpy()[:, None]  # exactly zero weight on inputs the MLP never saw
+        members.append(w)
     bar.close()
     return members
 
 
-def train_linear(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) -> dict:
-    """Shrinkage LDA (Ledoit-Wolf, uniform class priors) on the causal z-scores only; exported as a linear
-    layer + softmax (the other inputs get zero weight)."""
+def _fit_lda(Zz: np.ndarray, y: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    y = np.array([clips[i].label for i in ix])
-    m = y >= 0
-    nf = (Z.shape[1] - 1) // 2
-    present = np.unique(y[m])
+    present = np.unique(y)
     lda = LinearDiscriminantAnalysis(
         solver="lsqr", shrinkage="auto", priors=np.full(len(present), 1.0 / len(present))
     )
-    lda.fit(Z[m, :nf], y[m])
-    W = np.zeros((Z.shape[1], N_CLS), dtype=np.float32)
+    lda.fit(Zz, y)
+    W = np.zeros((dim, N_CLS), dtype=np.float32)
     b = np.full(N_CLS, -30.0, dtype=np.float32)  # classes absent from the training data
-    W[:nf, lda.classes_] = lda.coef_.T
+    W[: Zz.shape[1], lda.classes_] = lda.coef_.T
     b[lda.classes_] = lda.intercept_
-    return {"W": W, "b": b, "weight": cfg.linear_weight}
+    return W, b
+
+
+def train_linear(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) -> dict:
+    """Shrinkage LDA (Ledoit-Wolf, uniform class priors) on the causal z-scores only; exported as a linear
+    layer + softmax (the other inputs get zero weight). With `cfg.linear_per_rate` (and both rates in the
+    training data) one LDA is fitted on the 16 kHz rows (`W`, `b`) and one on the 8 kHz rows (`W8`, `b8`);
+    the is_8k input picks one: the telephone channel's class-conditional statistics differ."""
+    y = np.array([clips[i].label for i in ix])
+    m = y >= 0
+    nf = (Z.shape[1] - 1) // 2
+    is8 = Z[:, -1] > 0.5
+    out = {"weight": cfg.linear_weight}
+    if cfg.linear_per_rate and len(np.unique(y[m & is8])) > 1 and len(np.unique(y[m & ~is8])) > 1:
+        out["W"], out["b"] = _fit_lda(Z[m & ~is8, :nf], y[m & ~is8], Z.shape[1])
+        out["W8"], out["b8"] = _fit_lda(Z[m & is8, :nf], y[m & is8], Z.shape[1])
+    else:
+        out["W"], out["b"] = _fit_lda(Z[m, :nf], y[m], Z.shape[1])
+    return out
 
 
 def forward_numpy(members, Z: np.ndarray) -> np.ndarray:
@@ -404,7 +429,8 @@ def build_onnx(
 
     Outputs: `probs` = softmax(log(blend) / T) with blend = (1-w) softmax(mean MLP logits) + w softmax(LDA
     logits), `intensity` = sigmoid(mean intensity logit), `arousal_high` = sigmoid(mean arousal logit)
-    (auxiliary head, exported for diagnostics).
+    (auxiliary head, exported for diagnostics). Input columns that every member gives zero weight
+    (the globally scaled branch when `Config.global_inputs` is off) are dropped by a Gather first.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -412,6 +438,16 @@ def build_onnx(
     M = len(members)
     h1 = members[0]["W0"].shape[1]
     W0 = np.concatenate([w["W0"] for w in members], axis=1).astype(np.float32)
+    used = np.any(W0 != 0, axis=1)
+    if linear is not None and linear["weight"] > 0:
+        used |= np.any(linear["W"] != 0, axis=1)
+        if "W8" in linear:
+            used |= np.any(linear["W8"] != 0, axis=1)
+    used_idx = np.flatnonzero(used).astype(np.int64)
+    gather = len(used_idx) < dim
+    inp = "x_used" if gather else "features"
+    if gather:
+        W0 = W0[used_idx]
     b0 = np.concatenate([w["b0"] for w in members]).astype(np.float32)
     W2 = (np.concatenate([w["W2"] for w in members], axis=0) / M).astype(np.float32)
     b2 = (np.mean([w["b2"] for w in members], axis=0)).astype(np.float32)
@@ -427,7 +463,7 @@ def build_onnx(
         numpy_helper.from_array(np.array([h1] * M, np.int64), "split"),
     ]
     nodes = [
-        helper.make_node("MatMul", ["features", "W0"], ["l0m"]),
+        helper.make_node("MatMul", [inp, "W0"], ["l0m"]),
         helper.make_node("Add", ["l0m", "b0"], ["l0a"]),
         helper.make_node("Relu", ["l0a"], ["l0"]),
         helper.make_node("Split", ["l0", "split"], [f"s{m}" for m in range(M)], axis=1),
@@ -460,7 +496,9 @@ def build_onnx(
     if linear is not None and linear["weight"] > 0:
         w = float(linear["weight"])
         inits += [
-            numpy_helper.from_array(linear["W"].astype(np.float32), "Wlin"),
+            numpy_helper.from_array(
+                (linear["W"][used_idx] if gather else linear["W"]).astype(np.float32), "Wlin"
+            ),
             numpy_helper.from_array(linear["b"].astype(np.float32), "blin"),
             numpy_helper.from_array(np.array([1.0 - w], np.float32), "w_mlp"),
             numpy_helper.from_array(np.array([w], np.float32), "w_lin"),
@@ -468,9 +506,11 @@ def build_onnx(
         ]
         nodes += [
             helper.make_node("Softmax", ["logits"], ["p_mlp"], axis=1),
-            helper.make_node("MatMul", ["features", "Wlin"], ["lin_m"]),
+            helper.make_node("MatMul", [inp, "Wlin"], ["lin_m"]),
             helper.make_node("Add", ["lin_m", "blin"], ["lin_logits"]),
-            helper.make_node("Softmax", ["lin_logits"], ["p_lin"], axis=1),
+            helper.make_node(
+                "Softmax", ["lin_logits"], ["p_lin16" if "W8" in linear else "p_lin"], axis=1
+            ),
             helper.make_node("Mul", ["p_mlp", "w_mlp"], ["p_mlp_w"]),
             helper.make_node("Mul", ["p_lin", "w_lin"], ["p_lin_w"]),
             helper.make_node("Add", ["p_mlp_w", "p_lin_w"], ["p_blend"]),
@@ -478,6 +518,24 @@ def build_onnx(
             helper.make_node("Log", ["p_blend_eps"], ["blend_logits"]),
         ]
         logits_name = "blend_logits"
+        if "W8" in linear:  # p_lin = p_lin16 + is_8k * (p_lin8 - p_lin16)
+            inits += [
+                numpy_helper.from_array(
+                    (linear["W8"][used_idx] if gather else linear["W8"]).astype(np.float32), "Wlin8"
+                ),
+                numpy_helper.from_array(linear["b8"].astype(np.float32), "blin8"),
+                numpy_helper.from_array(np.array([dim - 1], np.int64), "flag_idx"),
+            ]
+            at = next(i for i, n in enumerate(nodes) if "p_lin16" in n.output) + 1
+            nodes[at:at] = [
+                helper.make_node("Gather", ["features", "flag_idx"], ["is8k"], axis=1),
+                helper.make_node("MatMul", [inp, "Wlin8"], ["lin8_m"]),
+                helper.make_node("Add", ["lin8_m", "blin8"], ["lin8_logits"]),
+                helper.make_node("Softmax", ["lin8_logits"], ["p_lin8"], axis=1),
+                helper.make_node("Sub", ["p_lin8", "p_lin16"], ["p_lin_d"]),
+                helper.make_node("Mul", ["p_lin_d", "is8k"], ["p_lin_dm"]),
+                helper.make_node("Add", ["p_lin16", "p_lin_dm"], ["p_lin"]),
+            ]
     else:
         logits_name = "logits"
     nodes += [
@@ -487,6 +545,9 @@ def build_onnx(
         helper.make_node("Sigmoid", ["ar_logit"], ["arousal_high"]),
     ]
     inits = [t for t in inits if t.name not in ("starts", "ends")]
+    if gather:
+        inits.append(numpy_helper.from_array(used_idx, "used_idx"))
+        nodes.insert(0, helper.make_node("Gather", ["features", "used_idx"], [inp], axis=1))
     graph = helper.make_graph(
         nodes,
         "emotion_mlp_ensemble",
@@ -603,14 +664,48 @@ def apply_temperature(logp, T):
 
 
 def arousal_from_probs(
-    probs: np.ndarray, arousal_high: np.ndarray | None = None, w: float = 0.0
+    probs: np.ndarray,
+    arousal_high: np.ndarray | None = None,
+    w: float = 0.0,
+    method: str = "circumplex",
+    threshold: float = 0.0,
 ) -> np.ndarray:
-    """Arousal exactly as the runtime computes it (see `appliance.emotion.make_result`)."""
-    av = np.array([E.CIRCUMPLEX[lab][0] for lab in LABELS])
-    a = np.clip(probs @ av, -1, 1)
-    if arousal_high is not None and w > 0:
-        a = np.clip((1 - w) * a + w * (2 * arousal_high - 1), -1, 1)
-    return a
+    """Arousal exactly as the runtime computes it (`appliance.emotion.arousal_value`); > 0 = high."""
+    return E.arousal_value(probs, arousal_high, w, method, threshold)
+
+
+def choose_arousal_threshold(score: np.ndarray, a: np.ndarray) -> float:
+    """Decision threshold on an arousal score maximising binary UAR (balanced accuracy); ties go to
+    the threshold nearest 0."""
+    grid = np.round(np.linspace(-0.6, 0.6, 121), 4)
+    u = np.array([uar(a, (score > t).astype(int), 2) for t in grid])
+    best = np.flatnonzero(u >= u.max() - 1e-12)
+    return float(grid[best[np.argmin(np.abs(grid[best]))]])
+
+
+def arousal_cv(oof, T: float, cfg: Config, key: str = "logp32") -> tuple[dict, dict, float]:
+    """Cross-fitted arousal decisions: held-out fold f is decided at the threshold chosen on the
+    other folds' out-of-fold scores (16k and phone pooled), so no fold's threshold saw its own
+    clips. Returns ({cond: pooled UAR}, {cond: {fold: UAR}}, threshold on all folds for the
+    shipped model)."""
+    sc, ar, fo = {}, {}, {}
+    for c, o in oof.items():
+        ma = o["ar"] >= 0
+        p = apply_temperature(o[key], T)
+        sc[c] = arousal_from_probs(p, o["arh"], cfg.arousal_head_weight, cfg.arousal_method)[ma]
+        ar[c], fo[c] = o["ar"][ma], o["fold"][ma]
+    all_s, all_a, all_f = (np.concatenate([d[c] for c in oof]) for d in (sc, ar, fo))
+    pred = {c: np.zeros(len(sc[c]), dtype=int) for c in oof}
+    for f in np.unique(all_f):
+        t = choose_arousal_threshold(all_s[all_f != f], all_a[all_f != f])
+        for c in oof:
+            pred[c][fo[c] == f] = (sc[c][fo[c] == f] > t).astype(int)
+    pooled = {c: uar(ar[c], pred[c], 2) for c in oof}
+    per_fold = {
+        c: {int(f): uar(ar[c][fo[c] == f], pred[c][fo[c] == f], 2) for f in np.unique(fo[c])}
+        for c in oof
+    }
+    return pooled, per_fold, choose_arousal_threshold(all_s, all_a)
 
 
 # ----------------------------------------------------------------------------- latency
@@ -720,9 +815,14 @@ def cross_validate(feats, clips, cfg: Config, work: Path):
             row[cond] = {
                 "uar": uar(y[m], pa.argmax(1)[m], N_CLS),
                 "uar_int8": uar(y[m], pb.argmax(1)[m], N_CLS),
+                # uncalibrated, decided at 0 (progress only; `summarise` replaces it with the
+                # calibrated, cross-fitted-threshold decision)
                 "arousal_uar": uar(
                     a[ma],
-                    (arousal_from_probs(pa, arh, cfg.arousal_head_weight)[ma] > 0).astype(int),
+                    (
+                        arousal_from_probs(pa, arh, cfg.arousal_head_weight, cfg.arousal_method)[ma]
+                        > 0
+                    ).astype(int),
                     2,
                 ),
                 "arousal_uar_circumplex": uar(
@@ -746,6 +846,15 @@ def summarise(folds, oof, cfg: Config, clips):
     m = ys >= 0
     T = fit_temperature(lp[m], ys[m])
     summary = {"temperature": T}
+    ar_pooled, ar_folds, ar_t = arousal_cv(oof, T, cfg)
+    ar8_pooled, ar8_folds, _ = arousal_cv(oof, T, cfg, key="logp8")
+    summary["arousal_method"] = cfg.arousal_method
+    summary["arousal_head_weight"] = cfg.arousal_head_weight
+    summary["arousal_threshold"] = ar_t
+    for row in folds:
+        for c in oof:
+            row[c]["arousal_uar"] = ar_folds[c][row["fold"] - 1]
+            row[c]["arousal_uar_int8"] = ar8_folds[c][row["fold"] - 1]
     for c, o in oof.items():
         y, a = o["y"], o["ar"]
         m, ma = y >= 0, a >= 0
@@ -761,10 +870,20 @@ def summarise(folds, oof, cfg: Config, clips):
             "uar_fold_std": float(np.std([f[c]["uar"] for f in folds])),
             "uar_first_utterance": uar(y[m & first], p_raw.argmax(1)[m & first], N_CLS),
             "uar_later_utterances": uar(y[m & ~first], p_raw.argmax(1)[m & ~first], N_CLS),
-            "arousal_uar": uar(
+            "arousal_uar": ar_pooled[c],
+            "arousal_uar_int8": ar8_pooled[c],
+            "arousal_uar_at_0": uar(
                 a[ma],
-                (arousal_from_probs(p_cal, o["arh"], cfg.arousal_head_weight)[ma] > 0).astype(int),
+                (
+                    arousal_from_probs(
+                        p_cal, o["arh"], cfg.arousal_head_weight, cfg.arousal_method
+                    )[ma]
+                    > 0
+                ).astype(int),
                 2,
+            ),
+            "arousal_uar_class_sum": uar(
+                a[ma], (arousal_from_probs(p_cal, method="class_sum")[ma] > 0).astype(int), 2
             ),
             "arousal_uar_circumplex": uar(
                 a[ma], (arousal_from_probs(p_cal)[ma] > 0).astype(int), 2
@@ -904,6 +1023,9 @@ def train(
         "uncertain_threshold": cfg.uncertain_threshold,
         "circumplex": {k: list(v) for k, v in E.CIRCUMPLEX.items()},
         "arousal_head_weight": cfg.arousal_head_weight,
+        "arousal_method": cfg.arousal_method,
+        "arousal_high_labels": list(E.HIGH_AROUSAL_LABELS),
+        "arousal_threshold": summary.get("arousal_threshold", 0.0),
     }
     sha = E.spec_digest(spec)
     f32, i8 = out_dir / "emotion-fp32.onnx", out_dir / "emotion-int8.onnx"
@@ -932,8 +1054,8 @@ def train(
             )
     size32, size8 = f32.stat().st_size, i8.stat().st_size
     files = {f32.name: E.sha256_file(f32), i8.name: E.sha256_file(i8)}
-    n_params = sum(int(np.prod(w[k].shape)) for w in members for k in w) + int(
-        linear["W"][: (Z.shape[1] - 1) // 2].size + N_CLS
+    n_params = sum(int(np.count_nonzero(w[k])) for w in members for k in w) + sum(
+        int(np.count_nonzero(linear[k])) + N_CLS for k in ("W", "W8") if k in linear
     )
     plot_note = None
     card = {
@@ -951,8 +1073,16 @@ def train(
             "members": cfg.members,
             "hidden": list(cfg.hidden),
             "parameters": n_params,
-            "linear_member": f"shrinkage LDA (Ledoit-Wolf, uniform priors) on the causal z-scores, blended with weight {cfg.linear_weight} in probability space",
-            "inputs": f"{len(names)} raw features -> {Z.shape[1]} model inputs",
+            "linear_member": "shrinkage LDA (Ledoit-Wolf, uniform priors) on the causal z-scores"
+            + (" (one for 8 kHz, one for 16 kHz input, picked by is_8k)" if "W8" in linear else "")
+            + f", blended with weight {cfg.linear_weight} in probability space",
+            "inputs": f"{len(names)} raw features -> {Z.shape[1]} model inputs"
+            + (
+                ""
+                if cfg.global_inputs
+                else f" (the MLPs and the LDA use the {len(names)} causal z-scores + is_8k; the globally "
+                "scaled branch has zero weight)"
+            ),
             "heads": "7 emotion logits (temperature-scaled softmax), intensity (sigmoid), arousal high/low (sigmoid, auxiliary)",
         },
         "training": {
@@ -1020,10 +1150,7 @@ def train(
             "uncertain": f"confidence < {cfg.uncertain_threshold} (the label is more likely wrong than right)",
             "intensity": "sigmoid head trained on RAVDESS intensity: neutral/calm 0, normal 0.5, strong 1",
             "valence": "expectation of circumplex valence over the calibrated class probabilities",
-            "arousal": (
-                f"{1 - cfg.arousal_head_weight:g} x circumplex arousal expectation + {cfg.arousal_head_weight:g} x "
-                "(2 P(high) - 1) from the trained arousal head (high = angry, happy, fearful, surprised, disgust)"
-            ),
+            "arousal": arousal_text(cfg, summary.get("arousal_threshold", 0.0)),
         },
     }
     plot_note = (
@@ -1035,6 +1162,26 @@ def train(
     (out_dir / "MODEL_CARD.md").write_text(render_card_md(card))
     log(f"done in {card['training']['duration_s']} s; shipped {card['model_file']} ({why})")
     return card
+
+
+def arousal_text(cfg: Config, threshold: float) -> str:
+    score = (
+        "2 P(high-arousal class) - 1 (calibrated probabilities of "
+        + ", ".join(E.HIGH_AROUSAL_LABELS)
+        + " summed)"
+        if cfg.arousal_method == "class_sum"
+        else "circumplex arousal expectation over the calibrated probabilities"
+    )
+    if cfg.arousal_head_weight > 0:
+        score = (
+            f"{1 - cfg.arousal_head_weight:g} x {score} + {cfg.arousal_head_weight:g} x "
+            "(2 P(high) - 1) from the trained arousal head"
+        )
+    return (
+        f"{score}, rescaled piecewise-linearly so that the decision threshold {threshold:+.3f} "
+        "(chosen for balanced accuracy on out-of-fold scores) maps to 0: arousal > 0 = high "
+        "(angry, happy, fearful, surprised, disgust), < 0 = low (neutral, calm, sad)"
+    )
 
 
 def render_card_md(card: dict) -> str:
@@ -1089,19 +1236,31 @@ def render_card_md(card: dict) -> str:
             "## Evaluation (speakers held out)",
             card["cv"]["protocol"] + ".",
             "",
-            "| fold | held-out speakers | 16k UAR | 16k arousal UAR | phone UAR | phone arousal UAR | 16k UAR int8 | phone UAR int8 |",
-            "|---|---|---|---|---|---|---|---|",
+            "| fold | held-out speakers | 16k UAR | 16k arousal UAR | phone UAR | phone arousal UAR | 16k UAR int8 | phone UAR int8 | 16k arousal int8 | phone arousal int8 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for f in card["cv"]["folds"]:
             L.append(
                 f"| {f['fold']} | {', '.join(x.split('_')[-1] for x in f['speakers'])} | {f['16k']['uar']:.3f} | "
                 f"{f['16k']['arousal_uar']:.3f} | {f['phone']['uar']:.3f} | {f['phone']['arousal_uar']:.3f} | "
-                f"{f['16k']['uar_int8']:.3f} | {f['phone']['uar_int8']:.3f} |"
+                f"{f['16k']['uar_int8']:.3f} | {f['phone']['uar_int8']:.3f} | "
+                f"{f['16k'].get('arousal_uar_int8', float('nan')):.3f} | {f['phone'].get('arousal_uar_int8', float('nan')):.3f} |"
             )
         L.append(
             f"| all (pooled) | | {s['16k']['uar']:.3f} | {s['16k']['arousal_uar']:.3f} | {s['phone']['uar']:.3f} | "
-            f"{s['phone']['arousal_uar']:.3f} | {s['16k']['uar_int8']:.3f} | {s['phone']['uar_int8']:.3f} |"
+            f"{s['phone']['arousal_uar']:.3f} | {s['16k']['uar_int8']:.3f} | {s['phone']['uar_int8']:.3f} | "
+            f"{s['16k'].get('arousal_uar_int8', float('nan')):.3f} | {s['phone'].get('arousal_uar_int8', float('nan')):.3f} |"
         )
+        if "arousal_threshold" in s:
+            L += [
+                "",
+                f"Arousal UAR (binary high/low): {card['outputs']['arousal']}. In the CV each held-out fold is "
+                "decided at the threshold chosen on the other folds' out-of-fold scores (cross-fitted); the shipped "
+                f"threshold {s['arousal_threshold']:+.3f} is chosen on all of them. Other arousal scores, decided at 0 "
+                f"(16k / phone): class sum {s['16k']['arousal_uar_class_sum']:.3f} / {s['phone']['arousal_uar_class_sum']:.3f}, "
+                f"circumplex {s['16k']['arousal_uar_circumplex']:.3f} / {s['phone']['arousal_uar_circumplex']:.3f}, "
+                f"arousal head {s['16k']['arousal_uar_head']:.3f} / {s['phone']['arousal_uar_head']:.3f}.",
+            ]
         L += [
             "",
             f"First utterance of a call (prior only): 16k UAR {s['16k']['uar_first_utterance']:.3f}, phone "
