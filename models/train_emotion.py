@@ -69,6 +69,10 @@ class Config:
     workers: int = 2
     linear_weight: float = 0.5  # blend weight of the LDA member (probability space)
     linear_per_rate: bool = True  # one LDA for 8 kHz inputs, one for 16 kHz (picked by is_8k)
+    # covariance shrinkage of the per-rate LDAs ("auto" = Ledoit-Wolf, about 0.001 here); the pooled LDA
+    # (one rate only, or linear_per_rate off) uses "auto"
+    linear_shrinkage_16k: float | str = 0.1
+    linear_shrinkage_8k: float | str = "auto"
     # arousal = (1-w) score + w (2 P(high) - 1), score: "class_sum" = 2 P(high-arousal class) - 1 or
     # "circumplex"; decided at a threshold chosen on out-of-fold scores (cross-fitted in the CV)
     arousal_method: str = "class_sum"
@@ -375,12 +379,14 @@ def train_members(
     return members
 
 
-def _fit_lda(Zz: np.ndarray, y: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_lda(
+    Zz: np.ndarray, y: np.ndarray, dim: int, shrinkage: float | str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     present = np.unique(y)
     lda = LinearDiscriminantAnalysis(
-        solver="lsqr", shrinkage="auto", priors=np.full(len(present), 1.0 / len(present))
+        solver="lsqr", shrinkage=shrinkage, priors=np.full(len(present), 1.0 / len(present))
     )
     lda.fit(Zz, y)
     W = np.zeros((dim, N_CLS), dtype=np.float32)
@@ -401,8 +407,12 @@ def train_linear(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) 
     is8 = Z[:, -1] > 0.5
     out = {"weight": cfg.linear_weight}
     if cfg.linear_per_rate and len(np.unique(y[m & is8])) > 1 and len(np.unique(y[m & ~is8])) > 1:
-        out["W"], out["b"] = _fit_lda(Z[m & ~is8, :nf], y[m & ~is8], Z.shape[1])
-        out["W8"], out["b8"] = _fit_lda(Z[m & is8, :nf], y[m & is8], Z.shape[1])
+        out["W"], out["b"] = _fit_lda(
+            Z[m & ~is8, :nf], y[m & ~is8], Z.shape[1], cfg.linear_shrinkage_16k
+        )
+        out["W8"], out["b8"] = _fit_lda(
+            Z[m & is8, :nf], y[m & is8], Z.shape[1], cfg.linear_shrinkage_8k
+        )
     else:
         out["W"], out["b"] = _fit_lda(Z[m, :nf], y[m], Z.shape[1])
     return out
@@ -1073,8 +1083,13 @@ def train(
             "members": cfg.members,
             "hidden": list(cfg.hidden),
             "parameters": n_params,
-            "linear_member": "shrinkage LDA (Ledoit-Wolf, uniform priors) on the causal z-scores"
-            + (" (one for 8 kHz, one for 16 kHz input, picked by is_8k)" if "W8" in linear else "")
+            "linear_member": "shrinkage LDA (uniform priors; shrinkage 'auto' = Ledoit-Wolf) on the causal z-scores"
+            + (
+                f" (one for 8 kHz input, shrinkage {cfg.linear_shrinkage_8k}, one for 16 kHz input, "
+                f"shrinkage {cfg.linear_shrinkage_16k}; is_8k picks one)"
+                if "W8" in linear
+                else ""
+            )
             + f", blended with weight {cfg.linear_weight} in probability space",
             "inputs": f"{len(names)} raw features -> {Z.shape[1]} model inputs"
             + (
