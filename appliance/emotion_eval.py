@@ -38,8 +38,19 @@ LABEL_ALIASES: dict[str, str | None] = {
     "surprise": "surprised",
     "boredom": None,
 }
-HIGH_AROUSAL = {"angry", "anger", "happy", "happiness", "joy", "fearful", "fear", "anxiety",
-                "surprised", "surprise", "disgust"}
+HIGH_AROUSAL = {
+    "angry",
+    "anger",
+    "happy",
+    "happiness",
+    "joy",
+    "fearful",
+    "fear",
+    "anxiety",
+    "surprised",
+    "surprise",
+    "disgust",
+}
 LOW_AROUSAL = {"neutral", "calm", "sad", "sadness", "boredom"}
 
 
@@ -138,15 +149,17 @@ def evaluate(manifest: str | Path, model=None) -> dict:
             state = states[key] = model.new_state()
         x, sr = read_audio(base / row["path"])
         res = model.infer(x, sr, state)
-        preds.append({
-            "path": row["path"],
-            "label": res.label,
-            "confidence": round(res.confidence, 4),
-            "intensity": round(res.intensity, 4),
-            "arousal": round(res.arousal, 4),
-            "valence": round(res.valence, 4),
-            "uncertain": res.uncertain,
-        })
+        preds.append(
+            {
+                "path": row["path"],
+                "label": res.label,
+                "confidence": round(res.confidence, 4),
+                "intensity": round(res.intensity, 4),
+                "arousal": round(res.arousal, 4),
+                "valence": round(res.valence, 4),
+                "uncertain": res.uncertain,
+            }
+        )
         emo = row.get("emotion")
         lab = normalise_label(emo)
         if lab is not None:
@@ -167,7 +180,9 @@ def evaluate(manifest: str | Path, model=None) -> dict:
             per_class[name] = {
                 "support": support,
                 "recall": float(confusion[c, c] / support) if support else None,
-                "precision": float(confusion[c, c] / confusion[:, c].sum()) if confusion[:, c].sum() else None,
+                "precision": float(confusion[c, c] / confusion[:, c].sum())
+                if confusion[:, c].sum()
+                else None,
             }
     return {
         "n": len(rows),
@@ -185,7 +200,9 @@ def evaluate(manifest: str | Path, model=None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="appliance emotion-eval", description=__doc__.splitlines()[0])
-    ap.add_argument("--manifest", required=True, help="CSV with path[,emotion,arousal,call,speaker]")
+    ap.add_argument(
+        "--manifest", required=True, help="CSV with path[,emotion,arousal,call,speaker]"
+    )
     ap.add_argument("--model", default=None, help="model directory or card (default: bundled)")
     ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     args = ap.parse_args(argv)
@@ -198,14 +215,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emotion-eval: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        out = {k: res[k] for k in ("n", "accuracy", "uar", "arousal_uar", "per_class", "confusion",
-                                   "labels", "predictions")}
+        out = {
+            k: res[k]
+            for k in (
+                "n",
+                "accuracy",
+                "uar",
+                "arousal_uar",
+                "per_class",
+                "confusion",
+                "labels",
+                "predictions",
+            )
+        }
         print(json.dumps(out, indent=1))
         return 0
     if res["uar"] is None and res["arousal_uar"] is None:
         for p in res["predictions"]:
-            print(f"{p['path']}\t{p['label']}\t{p['confidence']:.2f}\tarousal={p['arousal']:+.2f}"
-                  f"\tvalence={p['valence']:+.2f}{'  (uncertain)' if p['uncertain'] else ''}")
+            print(
+                f"{p['path']}\t{p['label']}\t{p['confidence']:.2f}\tarousal={p['arousal']:+.2f}"
+                f"\tvalence={p['valence']:+.2f}{'  (uncertain)' if p['uncertain'] else ''}"
+            )
         return 0
     print(f"n={res['n']} labelled={res['n_labelled']}")
     if res["uar"] is not None:

@@ -55,8 +55,9 @@ def _gain(x: np.ndarray, rng: np.random.Generator, lo_db: float, hi_db: float) -
     return x
 
 
-def _noise(x: np.ndarray, sr: int, rng: np.random.Generator, snr_lo: float, snr_hi: float,
-           hum: bool) -> np.ndarray:
+def _noise(
+    x: np.ndarray, sr: int, rng: np.random.Generator, snr_lo: float, snr_hi: float, hum: bool
+) -> np.ndarray:
     p_sig = float(np.mean(x**2)) + 1e-12
     snr = rng.uniform(snr_lo, snr_hi)
     n = rng.standard_normal(len(x))
@@ -65,7 +66,11 @@ def _noise(x: np.ndarray, sr: int, rng: np.random.Generator, snr_lo: float, snr_
     if hum and rng.random() < 0.5:
         f = rng.choice([50.0, 60.0])
         t = np.arange(len(x)) / sr
-        n = n / (np.std(n) + 1e-12) + 0.7 * np.sin(2 * np.pi * f * t) + 0.3 * np.sin(6 * np.pi * f * t)
+        n = (
+            n / (np.std(n) + 1e-12)
+            + 0.7 * np.sin(2 * np.pi * f * t)
+            + 0.3 * np.sin(6 * np.pi * f * t)
+        )
     n = n / (np.sqrt(np.mean(n**2)) + 1e-12) * np.sqrt(p_sig / 10 ** (snr / 10))
     return x + n
 
@@ -98,12 +103,16 @@ def speed_perturb(x: np.ndarray, factor: tuple[int, int]) -> np.ndarray:
     return signal.resample_poly(np.asarray(x, dtype=np.float64), q, p).astype(np.float32)
 
 
-def vtlp_headset16(x: np.ndarray, sr: int, rng: np.random.Generator, spk_rng: np.random.Generator) -> np.ndarray:
+def vtlp_headset16(
+    x: np.ndarray, sr: int, rng: np.random.Generator, spk_rng: np.random.Generator
+) -> np.ndarray:
     f = SPEED_FACTORS[int(spk_rng.integers(len(SPEED_FACTORS)))]
     return headset16(speed_perturb(x, f), sr, rng)
 
 
-def vtlp_phone8(x: np.ndarray, sr: int, rng: np.random.Generator, spk_rng: np.random.Generator) -> np.ndarray:
+def vtlp_phone8(
+    x: np.ndarray, sr: int, rng: np.random.Generator, spk_rng: np.random.Generator
+) -> np.ndarray:
     f = SPEED_FACTORS[int(spk_rng.integers(len(SPEED_FACTORS)))]
     return phone8(speed_perturb(x, f), sr, rng)
 
@@ -125,7 +134,9 @@ VARIANTS = {
 EVAL_VARIANTS = {"16k": "clean16", "phone": "phone8a"}
 
 
-def make_variant(x: np.ndarray, sr_in: int, variant: str, seed: int, speaker_seed: int = 0) -> tuple[np.ndarray, int]:
+def make_variant(
+    x: np.ndarray, sr_in: int, variant: str, seed: int, speaker_seed: int = 0
+) -> tuple[np.ndarray, int]:
     """Audio of one training variant. 16 kHz variants of an 8 kHz recording stay at 8 kHz."""
     sr, fn, off = VARIANTS[variant]
     if fn is None:

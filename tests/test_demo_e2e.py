@@ -26,7 +26,13 @@ def walk(value, path=""):
 
 
 def appliance(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
 
 
 def test_demo_once_against_external_broker(tmp_path, broker, collector):
@@ -48,7 +54,9 @@ def test_demo_once_against_external_broker(tmp_path, broker, collector):
     # the scores stored are the scores published
     stored = {row[0]: row[1] for row in con.execute("SELECT idx, sentiment FROM utterances")}
     for p in collector.payloads("/utterance"):
-        assert p["sentiment"] == (None if stored[p["index"]] is None else round(stored[p["index"]], 4))
+        assert p["sentiment"] == (
+            None if stored[p["index"]] is None else round(stored[p["index"]], 4)
+        )
     status = collector.payloads("/status")
     assert status[0]["state"] == "online" and status[-1]["state"] == "offline"
     # transcripts stay on the box
@@ -68,7 +76,16 @@ def test_analyze_with_broker_down_keeps_rows_pending(tmp_path):
 
     db = tmp_path / "a.db"
     wav = ROOT / "appliance" / "data" / "demo_call.wav"
-    r = appliance("analyze", str(wav), "--db", str(db), "--mqtt", f"mqtt://127.0.0.1:{free_port()}", "--json", "--no-stt")
+    r = appliance(
+        "analyze",
+        str(wav),
+        "--db",
+        str(db),
+        "--mqtt",
+        f"mqtt://127.0.0.1:{free_port()}",
+        "--json",
+        "--no-stt",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout)
     assert doc["utterances"] and doc["call"]["customer_utterances"] == 9
