@@ -137,7 +137,14 @@ class SttConfig:
 
 @dataclass(frozen=True)
 class EmotionConfig:
-    model: str = _f("", "ONNX emotion model file; empty = the bundled int8 model.")
+    model: str = _f(
+        "", "ONNX emotion model file or directory with its card; empty = the bundled model."
+    )
+    variant: str = _f(
+        "",
+        "Which file of the card to run: empty = the one the card ships (the faster here when trained), fp32, or int8 (int8 pays off on CPUs with dot-product instructions: Pi 5, Orin; a Pi 4 may run fp32 faster).",
+        choices=("", "fp32", "int8"),
+    )
     threads: int = _f(1, "onnxruntime intra-op threads.", min=1, max=16)
     providers: list[str] = _f(
         ["CPUExecutionProvider"],

@@ -39,6 +39,7 @@ def load_engines(cfg: AppConfig, with_stt: bool = True) -> Engines:
     features.warm_up()
     model = EmotionModel.load(
         cfg.resolve(cfg.emotion.model) if cfg.emotion.model else None,
+        variant=cfg.emotion.variant or None,
         providers=cfg.emotion.providers,
         intra_op_num_threads=cfg.emotion.threads,
     )
