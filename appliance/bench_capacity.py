@@ -179,14 +179,6 @@ def run_calls(
         "customer_latency_commit_ms": _percentiles(pipe.stats.customer_latencies),
         "customer_latency_commit_less_stt_ms": _percentiles(pipe.stats.customer_latencies_ex_stt),
     }
-    if speed > 0:
-        result["stagger_s"] = round(stagger, 2)
-        result["max_behind_s"] = round(max(behind), 2)
-        result["kept_in_real_time"] = (
-            max(behind) <= KEEP_UP_SLACK_S
-            and pipe.stats.overruns == 0
-            and not pipe.stats.stt_skipped
-        )
     pipe.stop()
     if publisher is not None:
         publisher.flush(15)
@@ -200,8 +192,13 @@ def run_calls(
         less_stt = (
             result.get("latency_published_less_stt_ms") or result["latency_commit_less_stt_ms"]
         )
+        result["stagger_s"] = round(stagger, 2)
+        result["max_behind_s"] = round(max(behind), 2)
         result["kept_in_real_time"] = (
-            result["kept_in_real_time"] and (less_stt["p95"] or 0.0) <= LATENCY_FLOOR_MS
+            max(behind) <= KEEP_UP_SLACK_S
+            and pipe.stats.overruns == 0
+            and not pipe.stats.stt_skipped
+            and (less_stt["p95"] or 0.0) <= LATENCY_FLOOR_MS
         )
     store.close()
     return result

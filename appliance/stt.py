@@ -38,7 +38,7 @@ import numpy as np
 from .redact import redact, redact_words
 from .resample import resample
 from .types import Transcript, Word
-from .whisper_window import MAX_WINDOW_S, decode_utterance
+from .whisper_window import MAX_UTTERANCE_S, decode_utterance
 
 __all__ = [
     "SttSettings",
@@ -316,7 +316,7 @@ class VoskTranscriber:
 
 # --- Whisper -------------------------------------------------------------------------------
 
-_WHISPER_MODELS: dict[tuple[str, int], Any] = {}
+_WHISPER_MODELS: dict[tuple[str, int, int], Any] = {}
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 _WHISPER_LOCK = threading.Lock()
 
@@ -356,6 +356,11 @@ def _offline_guards() -> None:
     """faster-whisper falls back to the Hugging Face hub for names; forbid any network use."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _token_cap(duration: float) -> int:
+    """Generated-token budget for `duration` seconds of speech."""
+    return min(_MAX_TOKENS, 16 + int(_TOKENS_PER_SECOND * min(duration, 30.0)))
 
 
 def _looped(text: str) -> bool:
@@ -454,19 +459,10 @@ class WhisperTranscriber:
     def stream(self, sr: int) -> TranscriberStream:
         return _BufferedStream(self, sr)
 
-    def _decode(
-        self, x: np.ndarray, duration: float, repetition_penalty: float, windowed: bool
-    ) -> tuple[list[str], list[Word], bool]:
-        max_new_tokens = min(_MAX_TOKENS, 16 + int(_TOKENS_PER_SECOND * min(duration, 30.0)))
-        if windowed and duration <= MAX_WINDOW_S - 1:
-            return decode_utterance(
-                self._model,
-                self._tokenizer,
-                x,
-                beam_size=self.beam_size,
-                repetition_penalty=repetition_penalty,
-                max_new_tokens=max_new_tokens,
-            )
+    def _decode_long_form(
+        self, x: np.ndarray, duration: float, repetition_penalty: float
+    ) -> tuple[list[str], list[Word]]:
+        """faster-whisper's own path: 30 s windows, seeking past the last timestamp."""
         segments, _info = self._model.transcribe(
             x,
             language="en",
@@ -480,7 +476,7 @@ class WhisperTranscriber:
             # times, which turned a 1 s decode into 20 s on digit strings.
             temperature=0.0,
             repetition_penalty=repetition_penalty,
-            max_new_tokens=max_new_tokens,
+            max_new_tokens=_token_cap(duration),
         )
         texts: list[str] = []
         words: list[Word] = []
@@ -488,7 +484,7 @@ class WhisperTranscriber:
             texts.append(seg.text.strip())
             for w in seg.words or ():
                 words.append(Word(w.word, float(w.start), float(w.end), float(w.probability)))
-        return texts, words, False
+        return texts, words
 
     def transcribe(self, audio: np.ndarray, sr: int) -> Transcript:
         x = _check_audio(audio, sr)
@@ -497,7 +493,18 @@ class WhisperTranscriber:
         duration = x.size / _WHISPER_SR
         if duration < 0.1:  # nothing a decoder could use; Whisper hallucinates on near-silence
             return Transcript(text="", words=(), engine=self.name, final=True)
-        texts, words, truncated = self._decode(x, duration, 1.0, windowed=True)
+        if duration <= MAX_UTTERANCE_S:
+            texts, words, truncated = decode_utterance(
+                self._model,
+                self._tokenizer,
+                x,
+                beam_size=self.beam_size,
+                repetition_penalty=1.0,
+                max_new_tokens=_token_cap(duration),
+            )
+        else:
+            texts, words = self._decode_long_form(x, duration, 1.0)
+            truncated = False
         if truncated or _looped(" ".join(texts)):
             # Greedy decoding loops on monotone digit strings ("41, 41, 41, ..."), dropping the
             # rest of the utterance. Re-decode once with a repetition penalty: deterministic,
@@ -506,7 +513,7 @@ class WhisperTranscriber:
             # re-decode takes faster-whisper's long-form path: when the loop still runs into
             # the token cap, it resumes after the last timestamp and recovers the rest of the
             # utterance ("... and the security code is ..."), which one window cannot.
-            texts, words, _ = self._decode(x, duration, self.repetition_penalty, windowed=False)
+            texts, words = self._decode_long_form(x, duration, self.repetition_penalty)
         return _finalise(" ".join(texts), words, self.name, duration)
 
 

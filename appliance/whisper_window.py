@@ -23,7 +23,7 @@ import numpy as np
 
 from .types import Word
 
-__all__ = ["MIN_WINDOW_S", "MAX_WINDOW_S", "window_seconds", "decode_utterance"]
+__all__ = ["MIN_WINDOW_S", "MAX_WINDOW_S", "MAX_UTTERANCE_S", "window_seconds", "decode_utterance"]
 
 SR = 16000
 FRAMES_PER_SECOND = 100
@@ -33,6 +33,8 @@ MIN_WINDOW_S = 10
 MAX_WINDOW_S = 30
 #: Silence kept after the speech inside the window, so the decoder sees the utterance end.
 _TAIL_S = 1.0
+#: Longest utterance decoded here (it still gets its second of trailing silence).
+MAX_UTTERANCE_S = MAX_WINDOW_S - _TAIL_S
 _NO_SPEECH_PROB = 0.6
 _LOG_PROB_FLOOR = -1.0
 #: faster-whisper's max_initial_timestamp (1 s) in timestamp tokens of 20 ms.
@@ -47,22 +49,6 @@ def window_seconds(duration: float) -> int:
     return int(min(MAX_WINDOW_S, max(MIN_WINDOW_S, math.ceil(duration + _TAIL_S))))
 
 
-def _suppressed_tokens(tokenizer: Any) -> list[int]:
-    # faster-whisper's default ("-1"): non-speech symbols plus the task/control tokens.
-    tokens = set(tokenizer.non_speech_tokens)
-    tokens.update(
-        (
-            tokenizer.transcribe,
-            tokenizer.translate,
-            tokenizer.sot,
-            tokenizer.sot_prev,
-            tokenizer.sot_lm,
-            tokenizer.no_speech,
-        )
-    )
-    return sorted(tokens)
-
-
 def decode_utterance(
     model: Any,
     tokenizer: Any,
@@ -72,7 +58,8 @@ def decode_utterance(
     repetition_penalty: float,
     max_new_tokens: int,
 ) -> tuple[list[str], list[Word], bool]:
-    """(texts, words, truncated) of 16 kHz mono float32 `audio` (at most 29 s), unredacted.
+    """(texts, words, truncated) of 16 kHz mono float32 `audio` (at most `MAX_UTTERANCE_S`),
+    unredacted.
 
     `truncated` is True when the decode ran into `max_new_tokens` before its end token: a
     loop ("4-1-1-1-...") that the caller should decode again another way.
@@ -81,7 +68,7 @@ def decode_utterance(
     alignment are reused); `tokenizer` a `faster_whisper.tokenizer.Tokenizer` for English.
     """
     import ctranslate2
-    from faster_whisper.transcribe import merge_punctuations
+    from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
     duration = audio.size / SR
     win = window_seconds(duration)
@@ -106,7 +93,8 @@ def decode_utterance(
         repetition_penalty=repetition_penalty,
         max_length=len(prompt) + max_new_tokens,
         suppress_blank=True,
-        suppress_tokens=_suppressed_tokens(tokenizer),
+        # faster-whisper's default ("-1"): non-speech symbols plus the task/control tokens
+        suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
         max_initial_timestamp_index=_MAX_INITIAL_TIMESTAMP_INDEX,
         return_scores=True,
         return_no_speech_prob=True,

@@ -20,9 +20,9 @@ from appliance.audio import read_wav
 from appliance.bench_stt import wer
 from appliance.config import config_from_dict
 from appliance.demo import demo_calls
-from appliance.stt import SttSettings, WhisperTranscriber, create_transcriber
+from appliance.stt import SttSettings, WhisperTranscriber, _token_cap, create_transcriber
 from appliance.vad import Segmenter
-from appliance.whisper_window import MAX_WINDOW_S, MIN_WINDOW_S, window_seconds
+from appliance.whisper_window import MAX_WINDOW_S, MIN_WINDOW_S, decode_utterance, window_seconds
 
 
 class EncodeSpy:
@@ -91,11 +91,18 @@ def test_fitted_window_keeps_the_words_of_the_30s_window(
     for x in agent_lines:
         duration = x.size / 16000
         spy.frames.clear()
-        fitted, words, truncated = whisper._decode(x, duration, 1.0, windowed=True)
+        fitted, words, truncated = decode_utterance(
+            whisper._model,
+            whisper._tokenizer,
+            x,
+            beam_size=1,
+            repetition_penalty=1.0,
+            max_new_tokens=_token_cap(duration),
+        )
         assert not truncated
         assert spy.frames == [window_seconds(duration) * 100]
         assert spy.frames[0] < 3000
-        padded, _, _ = whisper._decode(x, duration, 1.0, windowed=False)
+        padded, _ = whisper._decode_long_form(x, duration, 1.0)
         assert spy.frames[1:] == [3000]  # the long-form path pads to Whisper's 30 s
         fitted_text += fitted
         padded_text += padded
