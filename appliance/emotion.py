@@ -7,6 +7,9 @@ Pipeline per utterance (identical in training, evaluation and live analysis; tra
    frame) of the runtime frontend's 40-band log-mel and 13 MFCCs (mean, std, std of deltas),
    frame-energy statistics, every value of `features.functionals` (in `FUNCTIONAL_NAMES` order), and
    voiced/unvoiced (`yin_pitch`) and temporal (thirds of the utterance) MFCC, pitch and energy statistics.
+   Models from 1.2 on append a speech embedding (`appliance.speech_embedding`: mean and standard
+   deviation of the bundled Whisper tiny.en encoder's frames over the utterance; the card pins the
+   encoder's hash and window). `raw_features` builds the whole raw vector.
 2. `ChannelState`: running causal normalisation per call channel. Utterance k of a call is
    z-scored with the mean/variance of utterances 0..k-1 of that call, shrunk towards a prior from
    the training set (per sample rate); only then are the statistics updated with utterance k.
@@ -20,8 +23,9 @@ Pipeline per utterance (identical in training, evaluation and live analysis; tra
    with the decision threshold chosen out-of-fold in training mapped to 0.
 
 `EmotionModel.load()` verifies the SHA-256 of the ONNX file against `model_card.json`, the card's
-spec against the digest embedded in the ONNX metadata, and the feature names against the running
-frontend; any mismatch raises `ModelError`.
+spec against the digest embedded in the ONNX metadata, the feature names against the running
+frontend, and the speech encoder against the card's `embedding` section; any mismatch raises
+`ModelError`.
 """
 
 from __future__ import annotations
@@ -137,6 +141,21 @@ def utterance_features(x: np.ndarray, sr: int) -> np.ndarray:
         ]
     )
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def model_input_names(spec: dict) -> list[str]:
+    """Raw feature names a model card's spec expects: the frontend's, then its embedding's (if any)."""
+    from appliance.speech_embedding import embedding_names
+
+    emb = spec.get("embedding")
+    return feature_names() + (embedding_names(int(emb["dim"])) if emb else [])
+
+
+def raw_features(x: np.ndarray, sr: int, embedder: Any | None = None) -> np.ndarray:
+    """Raw model input of one utterance: `utterance_features`, then the speech embedding if the
+    model has one (`appliance.speech_embedding.SpeechEmbedder`). Training calls this too."""
+    f = utterance_features(x, sr)
+    return f if embedder is None else np.concatenate([f, embedder.embed(x, sr)])
 
 
 def _voiced_temporal(x, sr, lm, mf, energy, active) -> np.ndarray:
@@ -373,8 +392,16 @@ def bundled_dir() -> Path:
 class EmotionModel:
     """Calibrated emotion classifier; one shared onnxruntime session (its `run` is thread-safe)."""
 
-    def __init__(self, session, card: dict, model_path: Path, providers: list[str]):
+    def __init__(
+        self,
+        session,
+        card: dict,
+        model_path: Path,
+        providers: list[str],
+        embedder: Any | None = None,
+    ):
         self._session = session
+        self.embedder = embedder
         self.card = card
         spec = card["spec"]
         self.labels = tuple(spec["labels"])
@@ -398,6 +425,7 @@ class EmotionModel:
             "labels": list(self.labels),
             "sample_rates": list(self.sample_rates),
             "uncertain_threshold": self.threshold,
+            "embedding": (spec.get("embedding") or {}).get("kind"),
         }
 
     # -- loading ---------------------------------------------------------------------------
@@ -483,7 +511,15 @@ class EmotionModel:
             raise ModelError(
                 f"{onnx_file.name}: input {inp.name}{inp.shape} does not match the card"
             )
-        return cls(sess, card, onnx_file, use)
+        embedder = None
+        if spec.get("embedding"):
+            from appliance.speech_embedding import EmbeddingError, SpeechEmbedder
+
+            try:
+                embedder = SpeechEmbedder.from_spec(spec["embedding"], int(intra_op_num_threads))
+            except (EmbeddingError, KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"{card_path.name}: speech embedding unavailable ({exc})") from exc
+        return cls(sess, card, onnx_file, use, embedder)
 
     @staticmethod
     def _check_spec(spec: dict) -> None:
@@ -492,7 +528,7 @@ class EmotionModel:
                 raise ModelError(f"model labels {spec['labels']} != {list(EMOTION_LABELS)}")
             if spec["feature_version"] != FEATURE_VERSION:
                 raise ModelError(f"feature version {spec['feature_version']} != {FEATURE_VERSION}")
-            names = feature_names()
+            names = model_input_names(spec)
             if list(spec["feature_names"]) != names:
                 raise ModelError("feature names in the card do not match this frontend")
             dim = 2 * len(names) + 1
@@ -530,7 +566,7 @@ class EmotionModel:
         """Score one utterance with the call's past, then add it to the call's statistics."""
         if sr not in self.sample_rates:
             raise ValueError(f"sample rate {sr} not supported (use one of {self.sample_rates})")
-        f = utterance_features(audio, sr)
+        f = raw_features(audio, sr, self.embedder)
         z = state.normalise(f, sr)
         probs, inten, ahigh = self.run_features(z[None, :])
         state.update(f, sr)

@@ -38,12 +38,13 @@ from emotion_channel import EVAL_VARIANTS, VARIANTS, make_variant  # noqa: E402
 
 from appliance import emotion as E  # noqa: E402
 from appliance.emotion_eval import arousal_of, normalise_label, read_audio  # noqa: E402
+from appliance.speech_embedding import embedding_names  # noqa: E402
 from appliance.types import EMOTION_LABELS  # noqa: E402
 
 LABELS = list(EMOTION_LABELS)
 N_CLS = len(LABELS)
 CALL_SIZE = 12
-MODEL_VERSION = "1.1.0"
+MODEL_VERSION = "1.2.0"
 DATA_LICENCE_RAVDESS = "CC BY-NC-SA 4.0"
 
 
@@ -80,6 +81,9 @@ class Config:
     # the MLPs see only the causal per-call z-scores (+ is_8k), not the globally scaled branch
     # (which carries speaker identity); the LDA member never did
     global_inputs: bool = False
+    # speech embedding (Whisper tiny.en encoder, `appliance.speech_embedding`) appended to the
+    # frontend's features; its encoder window in seconds at least this long; 0 = no embedding
+    embedding_min_window_s: int = 10
 
     @classmethod
     def quick(cls, folds: int) -> Config:
@@ -153,77 +157,110 @@ def _frontend_signature() -> str:
     return h.hexdigest()[:16]
 
 
-def _extract_one(args: tuple[str, str, int, int]) -> np.ndarray:
-    path, variant, seed, speaker_seed = args
+def _variant_audio(path: str, variant: str, seed: int, speaker_seed: int) -> tuple[np.ndarray, int]:
     x, sr = read_audio(Path(path))
-    y, sr2 = make_variant(x, sr, variant, seed, speaker_seed)
+    return make_variant(x, sr, variant, seed, speaker_seed)
+
+
+def _extract_one(args: tuple[str, str, int, int]) -> np.ndarray:
+    y, sr2 = _variant_audio(*args)
     return np.concatenate([E.utterance_features(y, sr2), [sr2]])
 
 
-def extract(clips: list[Clip], variants, cache_dir: Path, workers: int) -> dict[str, np.ndarray]:
-    """Raw features per variant: {variant: float64[n_clips, n_feat + 1]} (last column = sample rate)."""
+_EMBEDDER = None  # one per worker process, loaded after the fork (CTranslate2 threads do not fork)
+_EMBEDDER_WINDOW = 0
+
+
+def _embedder(min_window_s: int):
+    global _EMBEDDER
+    if _EMBEDDER is None or _EMBEDDER.min_window_s != min_window_s:
+        from appliance.speech_embedding import SpeechEmbedder
+
+        _EMBEDDER = SpeechEmbedder(min_window_s=min_window_s, threads=1)
+    return _EMBEDDER
+
+
+def _embed_one(args: tuple[str, str, int, int]) -> np.ndarray:
+    y, sr2 = _variant_audio(*args)
+    return _embedder(_EMBEDDER_WINDOW).embed(y, sr2)
+
+
+def _clip_key(c: Clip) -> str:
+    st = c.abspath.stat()
+    return hashlib.sha1(
+        f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()
+    ).hexdigest()
+
+
+def _cached_per_clip(
+    clips: list[Clip], variants, cache_dir: Path, tag: str, fn, workers: int, desc: str
+) -> dict[str, np.ndarray]:
+    """{variant: float64[n_clips, ...]} of `fn((path, variant, seed, speaker_seed))`, cached per clip
+    in `cache_dir/{variant}-{tag}.npz` (a new `tag` when what `fn` computes changes)."""
     from tqdm import tqdm
 
     cache_dir.mkdir(parents=True, exist_ok=True)
-    sig = _frontend_signature()
-    out = {}
-    todo = []
     cached: dict[str, dict[str, np.ndarray]] = {}
+    todo = []
+    keys = [_clip_key(c) for c in clips]
     for v in variants:
-        cf = cache_dir / f"{v}-{sig}.npz"
+        cf = cache_dir / f"{v}-{tag}.npz"
         d = dict(np.load(cf, allow_pickle=False)) if cf.exists() else {}
         cached[v] = d
-        for c in clips:
-            st = c.abspath.stat()
-            key = hashlib.sha1(
-                f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()
-            ).hexdigest()
+        for c, key in zip(clips, keys, strict=True):
             if key not in d:
-                todo.append(
-                    (
-                        v,
-                        key,
-                        (
-                            str(c.abspath),
-                            v,
-                            zlib.crc32(c.path.encode()),
-                            zlib.crc32(c.group.encode()),
-                        ),
-                    )
+                args = (
+                    str(c.abspath),
+                    v,
+                    zlib.crc32(c.path.encode()),
+                    zlib.crc32(c.group.encode()),
                 )
+                todo.append((v, key, args))
     if todo:
         from multiprocessing import get_context
 
-        from appliance import features
-
-        if hasattr(features, "warm_up"):
-            features.warm_up()
         jobs = [t[2] for t in todo]
         if workers > 1:
             with get_context("fork").Pool(workers) as pool:
-                res = list(
-                    tqdm(
-                        pool.imap(_extract_one, jobs, chunksize=8),
-                        total=len(jobs),
-                        desc="features",
-                        unit="clip",
-                    )
-                )
+                it = pool.imap(fn, jobs, chunksize=8)
+                res = list(tqdm(it, total=len(jobs), desc=desc, unit="clip"))
         else:
-            res = [_extract_one(j) for j in tqdm(jobs, desc="features", unit="clip")]
+            res = [fn(j) for j in tqdm(jobs, desc=desc, unit="clip")]
         for (v, key, _), f in zip(todo, res, strict=True):
             cached[v][key] = f
         for v in {t[0] for t in todo}:
-            np.savez(cache_dir / f"{v}-{sig}.npz", **cached[v])
-    for v in variants:
-        rows = []
-        for c in clips:
-            st = c.abspath.stat()
-            key = hashlib.sha1(
-                f"{c.abspath.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()
-            ).hexdigest()
-            rows.append(cached[v][key])
-        out[v] = np.stack(rows)
+            np.savez(cache_dir / f"{v}-{tag}.npz", **cached[v])
+    return {v: np.stack([cached[v][k] for k in keys]) for v in variants}
+
+
+def embedding_spec(min_window_s: int) -> dict:
+    """The card's `embedding` section for a window policy (loads the encoder)."""
+    from appliance.speech_embedding import SpeechEmbedder
+
+    return SpeechEmbedder(min_window_s=min_window_s, threads=1).spec
+
+
+def extract(
+    clips: list[Clip], variants, cache_dir: Path, workers: int, embedding: dict | None = None
+) -> dict[str, np.ndarray]:
+    """Raw model inputs per variant: {variant: float64[n_clips, n_feat + 1]} (last column = sample
+    rate): the frontend's features, then the speech embedding when `embedding` (a card's embedding
+    spec) is given."""
+    global _EMBEDDER_WINDOW
+    from appliance import features
+
+    if hasattr(features, "warm_up"):
+        features.warm_up()
+    out = _cached_per_clip(
+        clips, variants, cache_dir, _frontend_signature(), _extract_one, workers, "features"
+    )
+    if embedding:
+        _EMBEDDER_WINDOW = int(embedding["min_window_s"])
+        tag = hashlib.sha256(json.dumps(embedding, sort_keys=True).encode()).hexdigest()[:16]
+        emb = _cached_per_clip(
+            clips, variants, cache_dir, f"emb-{tag}", _embed_one, workers, "embedding"
+        )
+        out = {v: np.hstack([out[v][:, :-1], emb[v], out[v][:, -1:]]) for v in variants}
     return out
 
 
@@ -301,7 +338,12 @@ def training_set(feats, clips, idx, priors, cfg: Config, rng) -> tuple[np.ndarra
 
 
 def train_members(
-    Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config, desc: str = "train"
+    Z: np.ndarray,
+    ix: np.ndarray,
+    clips: list[Clip],
+    cfg: Config,
+    desc: str = "train",
+    progress: bool = True,
 ):
     """Train `cfg.members` MLPs with different seeds; returns a list of numpy weight dicts."""
     import torch
@@ -330,7 +372,9 @@ def train_members(
     h1, h2 = cfg.hidden
     members = []
     steps_per_epoch = int(np.ceil(len(Z) / cfg.batch))
-    bar = tqdm(total=cfg.members * cfg.epochs, desc=desc, unit="ep", leave=False)
+    bar = tqdm(
+        total=cfg.members * cfg.epochs, desc=desc, unit="ep", leave=False, disable=not progress
+    )
     for m in range(cfg.members):
         torch.manual_seed(cfg.seed * 100 + m)
         net = nn.Sequential(
@@ -722,10 +766,16 @@ def arousal_cv(oof, T: float, cfg: Config, key: str = "logp32") -> tuple[dict, d
 
 
 def latency(
-    paths: dict[str, Path], clips: list[Clip], priors, rounds: int = 5, reps: int = 100
+    paths: dict[str, Path],
+    clips: list[Clip],
+    priors,
+    embedding: dict | None = None,
+    rounds: int = 5,
+    reps: int = 100,
 ) -> dict:
-    """Median ms per 1 s window (features + normalisation + ONNX, and ONNX alone), 1 thread, at 16 kHz
-    and 8 kHz phone. The models are timed in interleaved rounds so machine load hits them alike."""
+    """Median ms per 1 s window (features + speech embedding + normalisation + ONNX, and ONNX
+    alone), 1 thread, at 16 kHz and 8 kHz phone. The models are timed in interleaved rounds so
+    machine load hits them alike."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -736,6 +786,12 @@ def latency(
         k: ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
         for k, p in paths.items()
     }
+    embedder = None
+    if embedding:
+        from appliance.speech_embedding import SpeechEmbedder
+
+        embedder = SpeechEmbedder.from_spec(embedding, threads=1)
+        reps = max(10, reps // 5)  # the encoder pass dominates: fewer repetitions suffice
     x, sr = read_audio(clips[0].abspath)
     res: dict = {k: {} for k in paths}
     for name, variant in (("16k", "clean16"), ("phone", "phone8a")):
@@ -743,7 +799,7 @@ def latency(
         mid = len(y) // 2
         w = y[max(0, mid - sr2 // 2) : mid + sr2 // 2]
         st = E.ChannelState(priors)
-        z = st.normalise(E.utterance_features(w, sr2), sr2)[None]
+        z = st.normalise(E.raw_features(w, sr2, embedder), sr2)[None]
         for s in sess.values():
             for _ in range(20):
                 s.run(None, {"features": z})
@@ -753,7 +809,7 @@ def latency(
             for k, s in sess.items():
                 for _ in range(reps):
                     t0 = time.perf_counter()
-                    z = st.normalise(E.utterance_features(w, sr2), sr2)[None]
+                    z = st.normalise(E.raw_features(w, sr2, embedder), sr2)[None]
                     t1 = time.perf_counter()
                     s.run(None, {"features": z})
                     t2 = time.perf_counter()
@@ -770,8 +826,77 @@ def latency(
 # ----------------------------------------------------------------------------- main pipeline
 
 
+_FOLD_JOB: dict = {}  # what the fold workers share (inherited through fork, not pickled)
+
+
+def _run_fold(f: int) -> tuple[dict, dict]:
+    """Train on every fold but `f`, score fold `f` through fp32 and int8 ONNX in pseudo-calls.
+    Returns (per-fold row, {condition: out-of-fold arrays})."""
+    feats, clips, cfg, work, fold, progress = (
+        _FOLD_JOB[k] for k in ("feats", "clips", "cfg", "work", "fold", "progress")
+    )
+    groups = np.array([c.group for c in clips])
+    k = int(fold.max()) + 1
+    tr = np.where(fold != f)[0]
+    te = np.where(fold == f)[0]
+    rng = np.random.default_rng(cfg.seed + f)
+    priors = fit_priors({v: feats[v] for v in cfg.variants}, clips, tr)
+    Z, ix = training_set(feats, clips, tr, priors, cfg, rng)
+    members = train_members(Z, ix, clips, cfg, desc=f"fold {f + 1}/{k}", progress=progress)
+    linear = train_linear(Z, ix, clips, cfg)
+    dim = Z.shape[1]
+    p32, p8 = work / f"fold{f}-fp32.onnx", work / f"fold{f}-int8.onnx"
+    build_onnx(members, linear, dim, 1.0, "cv", p32)
+    sub = np.random.default_rng(f).choice(len(Z), size=min(2000, len(Z)), replace=False)
+    quantise(p32, p8, Z[sub])
+    row = {"fold": f + 1, "speakers": sorted(set(groups[te])), "n": int(len(te))}
+    out = {}
+    for cond, variant in EVAL_VARIANTS.items():
+        calls = make_calls(clips, te, np.random.default_rng(1000 + f))
+        Zt, ixt = normalise_calls(feats[variant], calls, priors)
+        pos = np.concatenate([np.arange(len(c)) for c in calls])
+        pa, inten, arh = onnx_run(p32, Zt)
+        pb, _, _ = onnx_run(p8, Zt)
+        y = np.array([clips[i].label for i in ixt])
+        a = np.array([clips[i].arousal for i in ixt])
+        out[cond] = {
+            "y": y,
+            "ar": a,
+            "logp32": np.log(pa + 1e-9),
+            "logp8": np.log(pb + 1e-9),
+            "int": inten,
+            "arh": arh,
+            "ix": ixt,
+            "fold": np.full(len(ixt), f),
+            "pos": pos,
+        }
+        m = y >= 0
+        ma = a >= 0
+        row[cond] = {
+            "uar": uar(y[m], pa.argmax(1)[m], N_CLS),
+            "uar_int8": uar(y[m], pb.argmax(1)[m], N_CLS),
+            # uncalibrated, decided at 0 (progress only; `summarise` replaces it with the
+            # calibrated, cross-fitted-threshold decision)
+            "arousal_uar": uar(
+                a[ma],
+                (
+                    arousal_from_probs(pa, arh, cfg.arousal_head_weight, cfg.arousal_method)[ma] > 0
+                ).astype(int),
+                2,
+            ),
+            "arousal_uar_circumplex": uar(a[ma], (arousal_from_probs(pa)[ma] > 0).astype(int), 2),
+            "arousal_uar_head": uar(a[ma], (arh[ma] > 0.5).astype(int), 2),
+        }
+    return row, out
+
+
 def cross_validate(feats, clips, cfg: Config, work: Path):
-    """Speaker-grouped CV; held-out clips scored in pseudo-calls through fp32 and int8 ONNX."""
+    """Speaker-grouped CV; held-out clips scored in pseudo-calls through fp32 and int8 ONNX.
+
+    Folds train in `cfg.workers` forked processes (each MLP trains on one thread), so a 2-core box
+    runs two folds at once; the results do not depend on the number of workers."""
+    from multiprocessing import get_context
+
     from tqdm import tqdm
 
     groups = np.array([c.group for c in clips])
@@ -779,74 +904,36 @@ def cross_validate(feats, clips, cfg: Config, work: Path):
     k = min(cfg.folds, len(uniq))
     fold_of_group = {g: i % k for i, g in enumerate(uniq)}
     fold = np.array([fold_of_group[g] for g in groups])
+    workers = max(1, min(cfg.workers, k))
+    _FOLD_JOB.update(feats=feats, clips=clips, cfg=cfg, work=work, fold=fold, progress=workers == 1)
+    try:
+        with tqdm(total=k, desc="CV folds", unit="fold") as bar:
+
+            def done(res):
+                row = res[0]
+                bar.update(1)
+                tqdm.write(
+                    f"fold {row['fold']}: 16k UAR {row['16k']['uar']:.3f} "
+                    f"(int8 {row['16k']['uar_int8']:.3f}) phone UAR {row['phone']['uar']:.3f} "
+                    f"(int8 {row['phone']['uar_int8']:.3f}) "
+                    f"arousal {row['16k']['arousal_uar']:.3f}/{row['phone']['arousal_uar']:.3f}"
+                )
+                return res
+
+            if workers > 1:
+                with get_context("fork").Pool(workers) as pool:
+                    results = [done(r) for r in pool.imap(_run_fold, range(k))]
+            else:
+                results = [done(_run_fold(f)) for f in range(k)]
+    finally:
+        _FOLD_JOB.clear()
+    folds = [r[0] for r in results]
     oof = {
         cond: {
-            "y": [],
-            "ar": [],
-            "logp32": [],
-            "logp8": [],
-            "int": [],
-            "arh": [],
-            "ix": [],
-            "fold": [],
-            "pos": [],
+            key: np.concatenate([r[1][cond][key] for r in results]) for key in results[0][1][cond]
         }
         for cond in EVAL_VARIANTS
     }
-    folds = []
-    for f in tqdm(range(k), desc="CV folds", unit="fold"):
-        tr = np.where(fold != f)[0]
-        te = np.where(fold == f)[0]
-        rng = np.random.default_rng(cfg.seed + f)
-        priors = fit_priors({v: feats[v] for v in cfg.variants}, clips, tr)
-        Z, ix = training_set(feats, clips, tr, priors, cfg, rng)
-        members = train_members(Z, ix, clips, cfg, desc=f"fold {f + 1}/{k}")
-        linear = train_linear(Z, ix, clips, cfg)
-        dim = Z.shape[1]
-        p32, p8 = work / f"fold{f}-fp32.onnx", work / f"fold{f}-int8.onnx"
-        build_onnx(members, linear, dim, 1.0, "cv", p32)
-        sub = np.random.default_rng(f).choice(len(Z), size=min(2000, len(Z)), replace=False)
-        quantise(p32, p8, Z[sub])
-        row = {"fold": f + 1, "speakers": sorted(set(groups[te])), "n": int(len(te))}
-        for cond, variant in EVAL_VARIANTS.items():
-            calls = make_calls(clips, te, np.random.default_rng(1000 + f))
-            Zt, ixt = normalise_calls(feats[variant], calls, priors)
-            pos = np.concatenate([np.arange(len(c)) for c in calls])
-            pa, inten, arh = onnx_run(p32, Zt)
-            pb, _, _ = onnx_run(p8, Zt)
-            y = np.array([clips[i].label for i in ixt])
-            a = np.array([clips[i].arousal for i in ixt])
-            o = oof[cond]
-            o["y"].append(y), o["ar"].append(a), o["logp32"].append(np.log(pa + 1e-9))
-            o["logp8"].append(np.log(pb + 1e-9)), o["int"].append(inten), o["arh"].append(arh)
-            o["ix"].append(ixt), o["fold"].append(np.full(len(ixt), f)), o["pos"].append(pos)
-            m = y >= 0
-            ma = a >= 0
-            row[cond] = {
-                "uar": uar(y[m], pa.argmax(1)[m], N_CLS),
-                "uar_int8": uar(y[m], pb.argmax(1)[m], N_CLS),
-                # uncalibrated, decided at 0 (progress only; `summarise` replaces it with the
-                # calibrated, cross-fitted-threshold decision)
-                "arousal_uar": uar(
-                    a[ma],
-                    (
-                        arousal_from_probs(pa, arh, cfg.arousal_head_weight, cfg.arousal_method)[ma]
-                        > 0
-                    ).astype(int),
-                    2,
-                ),
-                "arousal_uar_circumplex": uar(
-                    a[ma], (arousal_from_probs(pa)[ma] > 0).astype(int), 2
-                ),
-                "arousal_uar_head": uar(a[ma], (arh[ma] > 0.5).astype(int), 2),
-            }
-        folds.append(row)
-        tqdm.write(
-            f"fold {f + 1}: 16k UAR {row['16k']['uar']:.3f} (int8 {row['16k']['uar_int8']:.3f}) "
-            f"phone UAR {row['phone']['uar']:.3f} (int8 {row['phone']['uar_int8']:.3f}) "
-            f"arousal {row['16k']['arousal_uar']:.3f}/{row['phone']['arousal_uar']:.3f}"
-        )
-    oof = {c: {k2: np.concatenate(v) for k2, v in d.items()} for c, d in oof.items()}
     return folds, oof
 
 
@@ -1000,7 +1087,8 @@ def train(
             "note: no 'speaker' column - CV folds are grouped by 'call' (or by file), so one speaker can appear "
             "on both sides of a fold and the CV numbers are optimistic; add a speaker column for honest CV"
         )
-    feats = extract(clips, cfg.variants, cache, cfg.workers)
+    emb_spec = embedding_spec(cfg.embedding_min_window_s) if cfg.embedding_min_window_s else None
+    feats = extract(clips, cfg.variants, cache, cfg.workers, emb_spec)
     work = Path(tempfile.mkdtemp(prefix="emotion-train-"))
     folds_res, summary = [], {}
     if not skip_cv:
@@ -1015,7 +1103,7 @@ def train(
     Z, ix = training_set(feats, clips, all_idx, priors, cfg, np.random.default_rng(cfg.seed))
     members = train_members(Z, ix, clips, cfg, desc="final model")
     linear = train_linear(Z, ix, clips, cfg)
-    names = E.feature_names()
+    names = E.feature_names() + (embedding_names(emb_spec["dim"]) if emb_spec else [])
     spec = {
         "version": MODEL_VERSION,
         "feature_version": E.FEATURE_VERSION,
@@ -1037,12 +1125,14 @@ def train(
         "arousal_high_labels": list(E.HIGH_AROUSAL_LABELS),
         "arousal_threshold": summary.get("arousal_threshold", 0.0),
     }
+    if emb_spec:
+        spec["embedding"] = emb_spec
     sha = E.spec_digest(spec)
     f32, i8 = out_dir / "emotion-fp32.onnx", out_dir / "emotion-int8.onnx"
     build_onnx(members, linear, int(Z.shape[1]), T, sha, f32)
     sub = np.random.default_rng(0).choice(len(Z), size=min(2000, len(Z)), replace=False)
     quantise(f32, i8, Z[sub])
-    lat = latency({"fp32": f32, "int8": i8}, clips, priors)
+    lat = latency({"fp32": f32, "int8": i8}, clips, priors, emb_spec)
     lat32, lat8 = lat["fp32"], lat["int8"]
     # ---- choose the shipped variant: int8 only if faster and within 1 UAR point
     choice, why = "fp32", "no CV run"
@@ -1158,7 +1248,7 @@ def train(
                 "latency_1s_window": lat8,
                 "bytes": size8,
             },
-            "latency_note": "median over 500 runs (5 interleaved rounds of 100), 1 thread, 2-core x86 build box shared with other work; total = features + normalisation + ONNX",
+            "latency_note": "median over 5 interleaved rounds, 1 thread, 2-core x86 build box shared with other work; total = features + speech embedding + normalisation + ONNX",
         },
         "outputs": {
             "confidence": "calibrated probability of the label (temperature scaling)",
