@@ -53,7 +53,7 @@ class Config:
     folds: int = 6
     variants: tuple[str, ...] = tuple(VARIANTS)
     orderings: int = 2  # pseudo-call shufflings of the training data
-    members: int = 4  # ensemble size
+    members: int = 6  # ensemble size
     hidden: tuple[int, int] = (128, 64)
     epochs: int = 25
     batch: int = 256
@@ -64,7 +64,7 @@ class Config:
     input_noise: float = 0.15
     label_smoothing: float = 0.05
     w_intensity: float = 0.3
-    w_arousal: float = 0.3
+    w_arousal: float = 1.0
     seed: int = 7
     uncertain_threshold: float = 0.5
     workers: int = 2
@@ -77,7 +77,9 @@ class Config:
     # arousal = (1-w) score + w (2 P(high) - 1), score: "class_sum" = 2 P(high-arousal class) - 1 or
     # "circumplex"; decided at a threshold chosen on out-of-fold scores (cross-fitted in the CV)
     arousal_method: str = "class_sum"
-    arousal_head_weight: float = 0.0
+    # candidate weights of the trained arousal head in the arousal score; the weight and the
+    # threshold are chosen together on out-of-fold scores (cross-fitted in the CV)
+    arousal_head_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     # the MLPs see only the causal per-call z-scores (+ is_8k), not the globally scaled branch
     # (which carries speaker identity); the LDA member never did
     global_inputs: bool = False
@@ -731,35 +733,58 @@ def arousal_from_probs(
 def choose_arousal_threshold(score: np.ndarray, a: np.ndarray) -> float:
     """Decision threshold on an arousal score maximising binary UAR (balanced accuracy); ties go to
     the threshold nearest 0."""
-    grid = np.round(np.linspace(-0.6, 0.6, 121), 4)
+    grid = np.round(np.linspace(-0.9, 0.9, 181), 4)
     u = np.array([uar(a, (score > t).astype(int), 2) for t in grid])
     best = np.flatnonzero(u >= u.max() - 1e-12)
     return float(grid[best[np.argmin(np.abs(grid[best]))]])
 
 
-def arousal_cv(oof, T: float, cfg: Config, key: str = "logp32") -> tuple[dict, dict, float]:
-    """Cross-fitted arousal decisions: held-out fold f is decided at the threshold chosen on the
-    other folds' out-of-fold scores (16k and phone pooled), so no fold's threshold saw its own
-    clips. Returns ({cond: pooled UAR}, {cond: {fold: UAR}}, threshold on all folds for the
-    shipped model)."""
+def choose_arousal_rule(
+    scores: dict[float, np.ndarray], a: np.ndarray
+) -> tuple[float, float, float]:
+    """(head weight, threshold, UAR): the arousal head weight (keys of `scores`, each the arousal
+    score at that weight) and decision threshold with the best balanced accuracy on `a`; ties go to
+    the smaller weight."""
+    best = (0.0, 0.0, -1.0)
+    for w in sorted(scores):
+        t = choose_arousal_threshold(scores[w], a)
+        u = uar(a, (scores[w] > t).astype(int), 2)
+        if u > best[2] + 1e-9:
+            best = (w, t, u)
+    return best
+
+
+def arousal_cv(
+    oof, T: float, cfg: Config, key: str = "logp32"
+) -> tuple[dict, dict, tuple[float, float]]:
+    """Cross-fitted arousal decisions: held-out fold f is decided with the head weight and threshold
+    chosen on the other folds' out-of-fold scores (16k and phone pooled), so no fold's rule saw its
+    own clips. Returns ({cond: pooled UAR}, {cond: {fold: UAR}}, (head weight, threshold) chosen on
+    all folds for the shipped model)."""
     sc, ar, fo = {}, {}, {}
     for c, o in oof.items():
         ma = o["ar"] >= 0
         p = apply_temperature(o[key], T)
-        sc[c] = arousal_from_probs(p, o["arh"], cfg.arousal_head_weight, cfg.arousal_method)[ma]
+        sc[c] = {
+            w: arousal_from_probs(p, o["arh"], w, cfg.arousal_method)[ma]
+            for w in cfg.arousal_head_weights
+        }
         ar[c], fo[c] = o["ar"][ma], o["fold"][ma]
-    all_s, all_a, all_f = (np.concatenate([d[c] for c in oof]) for d in (sc, ar, fo))
-    pred = {c: np.zeros(len(sc[c]), dtype=int) for c in oof}
+    all_a, all_f = (np.concatenate([d[c] for c in oof]) for d in (ar, fo))
+    all_s = {w: np.concatenate([sc[c][w] for c in oof]) for w in cfg.arousal_head_weights}
+    pred = {c: np.zeros(len(ar[c]), dtype=int) for c in oof}
     for f in np.unique(all_f):
-        t = choose_arousal_threshold(all_s[all_f != f], all_a[all_f != f])
+        rest = all_f != f
+        w, t, _ = choose_arousal_rule({k: v[rest] for k, v in all_s.items()}, all_a[rest])
         for c in oof:
-            pred[c][fo[c] == f] = (sc[c][fo[c] == f] > t).astype(int)
+            pred[c][fo[c] == f] = (sc[c][w][fo[c] == f] > t).astype(int)
     pooled = {c: uar(ar[c], pred[c], 2) for c in oof}
     per_fold = {
         c: {int(f): uar(ar[c][fo[c] == f], pred[c][fo[c] == f], 2) for f in np.unique(fo[c])}
         for c in oof
     }
-    return pooled, per_fold, choose_arousal_threshold(all_s, all_a)
+    w, t, _ = choose_arousal_rule(all_s, all_a)
+    return pooled, per_fold, (w, t)
 
 
 # ----------------------------------------------------------------------------- latency
@@ -879,9 +904,7 @@ def _run_fold(f: int) -> tuple[dict, dict]:
             # calibrated, cross-fitted-threshold decision)
             "arousal_uar": uar(
                 a[ma],
-                (
-                    arousal_from_probs(pa, arh, cfg.arousal_head_weight, cfg.arousal_method)[ma] > 0
-                ).astype(int),
+                (arousal_from_probs(pa, arh, 0.5, cfg.arousal_method)[ma] > 0).astype(int),
                 2,
             ),
             "arousal_uar_circumplex": uar(a[ma], (arousal_from_probs(pa)[ma] > 0).astype(int), 2),
@@ -943,10 +966,10 @@ def summarise(folds, oof, cfg: Config, clips):
     m = ys >= 0
     T = fit_temperature(lp[m], ys[m])
     summary = {"temperature": T}
-    ar_pooled, ar_folds, ar_t = arousal_cv(oof, T, cfg)
+    ar_pooled, ar_folds, (ar_w, ar_t) = arousal_cv(oof, T, cfg)
     ar8_pooled, ar8_folds, _ = arousal_cv(oof, T, cfg, key="logp8")
     summary["arousal_method"] = cfg.arousal_method
-    summary["arousal_head_weight"] = cfg.arousal_head_weight
+    summary["arousal_head_weight"] = ar_w
     summary["arousal_threshold"] = ar_t
     for row in folds:
         for c in oof:
@@ -971,12 +994,7 @@ def summarise(folds, oof, cfg: Config, clips):
             "arousal_uar_int8": ar8_pooled[c],
             "arousal_uar_at_0": uar(
                 a[ma],
-                (
-                    arousal_from_probs(
-                        p_cal, o["arh"], cfg.arousal_head_weight, cfg.arousal_method
-                    )[ma]
-                    > 0
-                ).astype(int),
+                (arousal_from_probs(p_cal, o["arh"], ar_w, cfg.arousal_method)[ma] > 0).astype(int),
                 2,
             ),
             "arousal_uar_class_sum": uar(
@@ -1120,7 +1138,7 @@ def train(
         "temperature": T,
         "uncertain_threshold": cfg.uncertain_threshold,
         "circumplex": {k: list(v) for k, v in E.CIRCUMPLEX.items()},
-        "arousal_head_weight": cfg.arousal_head_weight,
+        "arousal_head_weight": summary.get("arousal_head_weight", 0.0),
         "arousal_method": cfg.arousal_method,
         "arousal_high_labels": list(E.HIGH_AROUSAL_LABELS),
         "arousal_threshold": summary.get("arousal_threshold", 0.0),
@@ -1169,7 +1187,8 @@ def train(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "spec": spec,
         "architecture": {
-            "type": "MLP ensemble + shrinkage LDA on utterance statistics",
+            "type": "MLP ensemble + shrinkage LDA on utterance statistics"
+            + (" and a Whisper tiny.en encoder embedding" if emb_spec else ""),
             "members": cfg.members,
             "hidden": list(cfg.hidden),
             "parameters": n_params,
@@ -1255,7 +1274,9 @@ def train(
             "uncertain": f"confidence < {cfg.uncertain_threshold} (the label is more likely wrong than right)",
             "intensity": "sigmoid head trained on RAVDESS intensity: neutral/calm 0, normal 0.5, strong 1",
             "valence": "expectation of circumplex valence over the calibrated class probabilities",
-            "arousal": arousal_text(cfg, summary.get("arousal_threshold", 0.0)),
+            "arousal": arousal_text(
+                cfg, summary.get("arousal_head_weight", 0.0), summary.get("arousal_threshold", 0.0)
+            ),
         },
     }
     plot_note = (
@@ -1269,7 +1290,7 @@ def train(
     return card
 
 
-def arousal_text(cfg: Config, threshold: float) -> str:
+def arousal_text(cfg: Config, head_weight: float, threshold: float) -> str:
     score = (
         "2 P(high-arousal class) - 1 (calibrated probabilities of "
         + ", ".join(E.HIGH_AROUSAL_LABELS)
@@ -1277,9 +1298,9 @@ def arousal_text(cfg: Config, threshold: float) -> str:
         if cfg.arousal_method == "class_sum"
         else "circumplex arousal expectation over the calibrated probabilities"
     )
-    if cfg.arousal_head_weight > 0:
+    if head_weight > 0:
         score = (
-            f"{1 - cfg.arousal_head_weight:g} x {score} + {cfg.arousal_head_weight:g} x "
+            f"{1 - head_weight:g} x {score} + {head_weight:g} x "
             "(2 P(high) - 1) from the trained arousal head"
         )
     return (
@@ -1315,7 +1336,15 @@ def render_card_md(card: dict) -> str:
         "Features (runtime frontend `appliance.features`, computed by `appliance.emotion.utterance_features`): "
         "mean/std/delta-std of 40 log-mel bands and 13 MFCCs over active frames (within 30 dB of the loudest), "
         "frame-energy statistics, all `features.functionals`, MFCC/mel statistics over voiced (`yin_pitch`) and unvoiced "
-        "frames, MFCC/pitch/energy means per third of the utterance, pitch range and energy shape. Causal per-call normalisation: utterance k is "
+        "frames, MFCC/pitch/energy means per third of the utterance, pitch range and energy shape. "
+        + (
+            f"Speech embedding (`appliance.speech_embedding`, card section `embedding`): mean and standard "
+            f"deviation of the bundled Whisper tiny.en encoder's frames over the utterance ({card['spec']['embedding']['dim']} "
+            f"numbers), encoder window at least {card['spec']['embedding']['min_window_s']} s, encoder pinned by SHA-256. "
+            if card["spec"].get("embedding")
+            else ""
+        )
+        + "Causal per-call normalisation: utterance k is "
         "z-scored with the running mean/variance of utterances before it in the same call, shrunk towards a "
         "training-set prior (mean prior weight 4 utterances, variance 12), per sample rate.",
         "",
