@@ -194,7 +194,10 @@ def cmd_train_emotion(a: argparse.Namespace) -> int:
         )
         return EXIT_BAD_INPUT
     sys.argv = [str(script), "--data", a.data, "--out", a.out, *a.extra]
-    runpy.run_path(str(script), run_name="__main__")
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:  # the script ends with SystemExit(main()); argparse exits 2
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return 0
 
 
@@ -313,13 +316,15 @@ def build_parser() -> argparse.ArgumentParser:
     ee.add_argument("--model", help="model directory or card (default: bundled)")
     ee.set_defaults(func=cmd_emotion_eval)
 
-    te = sub.add_parser("train-emotion", help="train the emotion model from a manifest CSV")
+    te = sub.add_parser(
+        "train-emotion",
+        help="train the emotion model from a manifest CSV",
+        epilog="Further options (--folds N, --quick, --cache DIR, --no-cv) go to "
+        "models/train_emotion.py unchanged.",
+    )
     te.add_argument("--data", required=True, metavar="MANIFEST")
     te.add_argument("--out", required=True, metavar="DIR")
-    te.add_argument(
-        "extra", nargs=argparse.REMAINDER, help="further options of models/train_emotion.py"
-    )
-    te.set_defaults(func=cmd_train_emotion)
+    te.set_defaults(func=cmd_train_emotion, extra=[])
 
     w = sub.add_parser("web", help="serve the supervisor panel")
     w.add_argument("--db", metavar="PATH")
@@ -349,7 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # train-emotion hands its other options to the training script, which owns and checks them
+    # (argparse's REMAINDER cannot take "--quick" after the subcommand's own options)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if getattr(args, "func", None) is not cmd_train_emotion:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.extra = unknown
     _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -1,0 +1,75 @@
+"""`appliance train-emotion`: a site retrains on its own labelled calls with one command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
+
+
+def test_options_reach_the_training_script(monkeypatch):
+    import runpy
+
+    from appliance import cli
+
+    seen = {}
+    monkeypatch.setattr(runpy, "run_path", lambda path, run_name: seen.update(argv=list(sys.argv)))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    rc = cli.main(["train-emotion", "--data", "m.csv", "--out", "d", "--quick", "--folds", "3"])
+    assert rc == 0
+    assert seen["argv"][1:] == ["--data", "m.csv", "--out", "d", "--quick", "--folds", "3"]
+
+
+def test_unknown_options_of_other_commands_are_still_refused(capsys):
+    from appliance import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["check-config", "--bogus"])
+    assert exc.value.code == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (RAVDESS / "manifest.csv").exists(), reason="../shared RAVDESS absent")
+def test_site_retrain_produces_a_model_the_runtime_loads(tmp_path):
+    pytest.importorskip("torch")  # the training extra: pip install -e ".[train]"
+    pytest.importorskip("sklearn")
+    from appliance import cli
+    from appliance.emotion import EmotionModel
+
+    rows = list(csv.DictReader((RAVDESS / "manifest.csv").open(newline="")))
+    keep = []
+    for spk in ("ravdess_01", "ravdess_02", "ravdess_03"):
+        keep += [r for r in rows if r["speaker"] == spk][::3]  # 20 clips each
+    for r in keep:
+        r["path"] = str(RAVDESS / r["path"])
+    man = tmp_path / "site.csv"
+    with man.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(keep[0]))
+        w.writeheader()
+        w.writerows(keep)
+    out = tmp_path / "model"
+    rc = cli.main(
+        ["train-emotion", "--data", str(man), "--out", str(out), "--quick", "--folds", "3"]
+        + ["--cache", str(tmp_path / "cache")]
+    )
+    assert rc == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training"]["n_clips"] == len(keep)
+    assert len(card["cv"]["folds"]) == 3
+    model = EmotionModel.load(out)
+    assert model.embedder is not None
+    r = model.infer(*_read(keep[0]["path"]), model.new_state())
+    assert r.label in card["spec"]["labels"]
+
+
+def _read(path: str):
+    from appliance.emotion_eval import read_audio
+
+    return read_audio(Path(path))
