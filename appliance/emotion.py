@@ -570,11 +570,18 @@ class EmotionModel:
         z = state.normalise(f, sr)
         probs, inten, ahigh = self.run_features(z[None, :])
         state.update(f, sr)
+        return self.result(probs[0], float(inten[0]), None if ahigh is None else float(ahigh[0]))
+
+    def result(
+        self, probs: np.ndarray, intensity: float, arousal_high: float | None
+    ) -> EmotionResult:
+        """EmotionResult of one row of `run_features`' outputs, with the card's uncertainty
+        threshold and arousal rule."""
         return make_result(
-            probs[0],
-            float(inten[0]),
+            probs,
+            intensity,
             self.threshold,
-            None if ahigh is None else float(ahigh[0]),
+            arousal_high,
             self.arousal_head_weight,
             arousal_method=self.arousal_method,
             arousal_threshold=self.arousal_threshold,

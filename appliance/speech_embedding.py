@@ -28,14 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from .whisper_window import MAX_WINDOW_S, SR, encoder_input
+
 __all__ = ["EMBEDDING_KIND", "EmbeddingError", "SpeechEmbedder", "embedding_names"]
 
 #: Changes whenever the pooling or windowing changes (cached training embeddings key on it).
 EMBEDDING_KIND = "whisper-encoder-meanstd-1"
-SR = 16000
-_MEL_FRAMES_PER_S = 100
-_ENC_FRAMES_PER_S = 50
-MAX_WINDOW_S = 30
+_ENC_FRAMES_PER_S = 50  # encoder frames per second (the encoder halves the 100 mel frames)
 
 _MODELS: dict[tuple[str, int], Any] = {}
 _LOCK = threading.Lock()
@@ -88,25 +87,14 @@ class SpeechEmbedder:
     def __init__(
         self, min_window_s: int = 10, threads: int = 1, model_dir: str | Path | None = None
     ):
-        from appliance.stt import (
-            BUNDLED_WHISPER_SHA256,
-            SttError,
-            bundled_whisper_path,
-            file_sha256,
-        )
+        from appliance.stt import SttError, verified_whisper_model
 
         if not 1 <= int(min_window_s) <= MAX_WINDOW_S:
             raise EmbeddingError(f"min_window_s {min_window_s} outside 1..{MAX_WINDOW_S}")
         try:
-            self.model_path = Path(model_dir) if model_dir else bundled_whisper_path()
+            self.model_path, self.model_sha256 = verified_whisper_model(model_dir)
         except SttError as exc:
             raise EmbeddingError(str(exc)) from exc
-        mbin = self.model_path / "model.bin"
-        if not mbin.is_file():
-            raise EmbeddingError(f"speech encoder {self.model_path} has no model.bin")
-        self.model_sha256 = file_sha256(mbin)
-        if not model_dir and self.model_sha256 != BUNDLED_WHISPER_SHA256:
-            raise EmbeddingError(f"bundled Whisper model {mbin} fails its pinned hash")
         self.min_window_s = int(min_window_s)
         self.threads = max(1, int(threads))
         self._model, self._mel = _load(self.model_path, self.threads)
@@ -145,18 +133,9 @@ class SpeechEmbedder:
         return int(min(MAX_WINDOW_S, max(self.min_window_s, math.ceil(duration))))
 
     def _encode(self, x16: np.ndarray) -> np.ndarray:
-        import ctranslate2
-
         win = self.window_seconds(x16.size / SR)
-        padded = np.zeros(win * SR, dtype=np.float32)
-        n = min(x16.size, padded.size)  # longer utterances: the first 30 s
-        padded[:n] = x16[:n]
-        n_mel = win * _MEL_FRAMES_PER_S
-        mel = self._mel(padded, padding=0)[:, :n_mel]
-        if mel.shape[1] < n_mel:
-            mel = np.pad(mel, ((0, 0), (0, n_mel - mel.shape[1])))
-        sv = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
-        enc = np.asarray(self._model.encode(sv, to_cpu=True))[0]
+        n = min(x16.size, win * SR)  # longer utterances: the first 30 s
+        enc = np.asarray(self._model.encode(encoder_input(self._mel, x16[:n], win), to_cpu=True))[0]
         keep = max(2, min(len(enc), math.ceil(n / SR * _ENC_FRAMES_PER_S)))
         return enc[:keep]
 

@@ -50,6 +50,7 @@ __all__ = [
     "WhisperTranscriber",
     "create_transcriber",
     "default_stt_workers",
+    "verified_whisper_model",
     "engine_info",
     "install_vosk_model",
     "validate_vosk_model",
@@ -347,6 +348,26 @@ def file_sha256(path: Path) -> str:
     return digest
 
 
+def verified_whisper_model(
+    model_dir: str | Path | None = None, sha256: str | None = None
+) -> tuple[Path, str]:
+    """(model directory, SHA-256 of its model.bin): the bundled model (checked against its pinned
+    hash) when `model_dir` is empty, else `model_dir` (checked against `sha256` when given)."""
+    bundled = not model_dir
+    path = bundled_whisper_path() if bundled else Path(model_dir)
+    expected = BUNDLED_WHISPER_SHA256 if bundled else sha256
+    mbin = path / "model.bin"
+    if not mbin.is_file():
+        raise SttError(f"Whisper model {path} has no model.bin")
+    digest = file_sha256(mbin)
+    if expected and digest != expected:
+        raise SttError(
+            f"Whisper model {mbin} fails its pinned hash: sha256 {digest}, expected "
+            f"{expected}; reinstall {BUNDLED_WHISPER_PACKAGE if bundled else 'the model'}"
+        )
+    return path, digest
+
+
 def default_stt_workers() -> int:
     """One concurrent decode per CPU core."""
     return max(1, os.cpu_count() or 2)
@@ -408,17 +429,7 @@ class WhisperTranscriber:
         workers: int = 0,
     ):
         bundled = not model_dir
-        self.model_path = bundled_whisper_path() if bundled else Path(model_dir)
-        expected = BUNDLED_WHISPER_SHA256 if bundled else sha256
-        mbin = self.model_path / "model.bin"
-        if not mbin.is_file():
-            raise SttError(f"Whisper model {self.model_path} has no model.bin")
-        self.sha256 = file_sha256(mbin)
-        if expected and self.sha256 != expected:
-            raise SttError(
-                f"Whisper model {mbin} fails its pinned hash: sha256 {self.sha256}, expected "
-                f"{expected}; reinstall {BUNDLED_WHISPER_PACKAGE if bundled else 'the model'}"
-            )
+        self.model_path, self.sha256 = verified_whisper_model(model_dir, sha256)
         self.threads = int(threads)
         self.workers = int(workers) or default_stt_workers()
         self.beam_size = int(beam_size)

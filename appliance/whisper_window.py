@@ -23,7 +23,14 @@ import numpy as np
 
 from .types import Word
 
-__all__ = ["MIN_WINDOW_S", "MAX_WINDOW_S", "MAX_UTTERANCE_S", "window_seconds", "decode_utterance"]
+__all__ = [
+    "MIN_WINDOW_S",
+    "MAX_WINDOW_S",
+    "MAX_UTTERANCE_S",
+    "window_seconds",
+    "encoder_input",
+    "decode_utterance",
+]
 
 SR = 16000
 FRAMES_PER_SECOND = 100
@@ -49,6 +56,24 @@ def window_seconds(duration: float) -> int:
     return int(min(MAX_WINDOW_S, max(MIN_WINDOW_S, math.ceil(duration + _TAIL_S))))
 
 
+def encoder_input(feature_extractor: Any, audio: np.ndarray, win: int) -> Any:
+    """CTranslate2 encoder input (log-mel, batch of one) of a `win`-second window that starts with
+    16 kHz `audio` (at most `win` seconds) and is padded with silence.
+
+    The padding is in the audio domain, so it is the log-mel of silence that Whisper was trained
+    on, not the zero features faster-whisper pads its mel input with. Shared by the decoder here
+    and the emotion model's speech embedding (`appliance.speech_embedding`)."""
+    import ctranslate2
+
+    padded = np.zeros(win * SR, dtype=np.float32)
+    padded[: audio.size] = audio
+    n_frames = win * FRAMES_PER_SECOND
+    mel = feature_extractor(padded, padding=0)[:, :n_frames]
+    if mel.shape[1] < n_frames:
+        mel = np.pad(mel, ((0, 0), (0, n_frames - mel.shape[1])))
+    return ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
+
+
 def decode_utterance(
     model: Any,
     tokenizer: Any,
@@ -67,23 +92,14 @@ def decode_utterance(
     `model` is a `faster_whisper.WhisperModel` (its CTranslate2 model, feature extractor and
     alignment are reused); `tokenizer` a `faster_whisper.tokenizer.Tokenizer` for English.
     """
-    import ctranslate2
     from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
     duration = audio.size / SR
     win = window_seconds(duration)
     if duration > win:
         raise ValueError(f"{duration:.1f} s of audio does not fit a {MAX_WINDOW_S} s window")
-    # Pad in the audio domain, so the padding is the log-mel of silence that Whisper was
-    # trained on, not the zero features faster-whisper pads its mel input with.
-    padded = np.zeros(win * SR, dtype=np.float32)
-    padded[: audio.size] = audio
     n_frames = win * FRAMES_PER_SECOND
-    mel = model.feature_extractor(padded, padding=0)[:, :n_frames]
-    if mel.shape[1] < n_frames:
-        mel = np.pad(mel, ((0, 0), (0, n_frames - mel.shape[1])))
-    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
-    encoded = model.model.encode(features, to_cpu=False)
+    encoded = model.model.encode(encoder_input(model.feature_extractor, audio, win), to_cpu=False)
 
     prompt = list(tokenizer.sot_sequence)
     result = model.model.generate(

@@ -159,13 +159,20 @@ def _frontend_signature() -> str:
     return h.hexdigest()[:16]
 
 
-def _variant_audio(path: str, variant: str, seed: int, speaker_seed: int) -> tuple[np.ndarray, int]:
+def variant_job(c: Clip, variant: str) -> tuple[str, str, int, int]:
+    """(path, variant, seed, speaker seed): one clip-variant, with seeds fixed by the clip's manifest
+    path and speaker so every run simulates the same channel."""
+    return (str(c.abspath), variant, zlib.crc32(c.path.encode()), zlib.crc32(c.group.encode()))
+
+
+def variant_audio(path: str, variant: str, seed: int, speaker_seed: int) -> tuple[np.ndarray, int]:
+    """Audio of `variant_job`'s clip-variant, as training extracts it."""
     x, sr = read_audio(Path(path))
     return make_variant(x, sr, variant, seed, speaker_seed)
 
 
 def _extract_one(args: tuple[str, str, int, int]) -> np.ndarray:
-    y, sr2 = _variant_audio(*args)
+    y, sr2 = variant_audio(*args)
     return np.concatenate([E.utterance_features(y, sr2), [sr2]])
 
 
@@ -183,7 +190,7 @@ def _embedder(min_window_s: int):
 
 
 def _embed_one(args: tuple[str, str, int, int]) -> np.ndarray:
-    y, sr2 = _variant_audio(*args)
+    y, sr2 = variant_audio(*args)
     return _embedder(_EMBEDDER_WINDOW).embed(y, sr2)
 
 
@@ -211,13 +218,7 @@ def _cached_per_clip(
         cached[v] = d
         for c, key in zip(clips, keys, strict=True):
             if key not in d:
-                args = (
-                    str(c.abspath),
-                    v,
-                    zlib.crc32(c.path.encode()),
-                    zlib.crc32(c.group.encode()),
-                )
-                todo.append((v, key, args))
+                todo.append((v, key, variant_job(c, v)))
     if todo:
         from multiprocessing import get_context
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,7 @@ import train_emotion as T  # noqa: E402
 
 
 def test_cached_training_rows_equal_the_live_path(tmp_path):
-    from emotion_channel import make_variant
-
-    from appliance.emotion import EmotionModel, make_result
-    from appliance.emotion_eval import read_audio
+    from appliance.emotion import EmotionModel
 
     card = json.loads((MODEL_DIR / "model_card.json").read_text())
     spec = card["spec"]
@@ -49,25 +45,8 @@ def test_cached_training_rows_equal_the_live_path(tmp_path):
         P, inten, arh = model.run_features(Z)
         st = model.new_state()
         for k, i in enumerate(ix):
-            x, sr = read_audio(clips[i].abspath)
-            y, sr2 = make_variant(
-                x,
-                sr,
-                variant,
-                zlib.crc32(clips[i].path.encode()),
-                zlib.crc32(clips[i].group.encode()),
-            )
-            live = model.infer(y, sr2, st)
-            cached = make_result(
-                P[k],
-                float(inten[k]),
-                model.threshold,
-                float(arh[k]),
-                model.arousal_head_weight,
-                arousal_method=model.arousal_method,
-                arousal_threshold=model.arousal_threshold,
-                high_labels=model.arousal_high_labels,
-            )
+            live = model.infer(*T.variant_audio(*T.variant_job(clips[i], variant)), st)
+            cached = model.result(P[k], float(inten[k]), float(arh[k]))
             assert live.label == cached.label
             assert live.confidence == pytest.approx(cached.confidence, abs=1e-5)
             assert live.arousal == pytest.approx(cached.arousal, abs=1e-5)
