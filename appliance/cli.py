@@ -32,7 +32,7 @@ def _load_cfg(path: str | None):
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from appliance.demo import run_demo
+    from appliance.ops.demo import run_demo
 
     result = run_demo(a.once, a.json, a.no_panel, a.mqtt, a.db, a.speed, a.port)
     print(
@@ -44,11 +44,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
-    from appliance.analysis import analyze_file, speakers_for
-    from appliance.audio import AudioError, read_wav
+    from appliance.capture.wav import AudioError, read_wav
     from appliance.config import ConfigError
-    from appliance.pipeline import CallMeta
-    from appliance.runtime import load_engines
+    from appliance.ops.analysis import analyze_file, speakers_for
+    from appliance.ops.engines import load_engines
+    from appliance.pipeline.orchestrator import CallMeta
 
     try:
         cfg = _load_cfg(a.config)
@@ -114,7 +114,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
 
 
 def cmd_list_devices(a: argparse.Namespace) -> int:
-    from appliance.capture import list_devices
+    from appliance.capture.sources import list_devices
 
     devices = list_devices()
     if a.json:
@@ -130,7 +130,7 @@ def cmd_list_devices(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from appliance.config import ConfigError
-    from appliance.daemon import run_daemon
+    from appliance.ops.daemon import run_daemon
 
     try:
         cfg = _load_cfg(a.config)
@@ -141,7 +141,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_outbox(a: argparse.Namespace) -> int:
-    from appliance.store import outbox_status
+    from appliance.store.db import outbox_status
 
     if not Path(a.db).exists():
         print(f"error: {a.db}: no such database", file=sys.stderr)
@@ -149,7 +149,7 @@ def cmd_outbox(a: argparse.Namespace) -> int:
     if a.outbox_cmd == "status":
         print(json.dumps(outbox_status(a.db)))
         return 0
-    from appliance.analysis import start_publisher
+    from appliance.ops.analysis import start_publisher
 
     pub = start_publisher(_load_cfg(a.config), a.db, a.mqtt)
     try:
@@ -164,16 +164,16 @@ def cmd_outbox(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     # Each benchmark parses its own options (`appliance bench capacity --help`).
     if a.what == "features":
-        from appliance import bench_features as bench
+        from appliance.tools import bench_features as bench
     elif a.what == "capacity":
-        from appliance import bench_capacity as bench
+        from appliance.tools import bench_capacity as bench
     else:
-        from appliance import bench_stt as bench
+        from appliance.tools import bench_stt as bench
     return bench.main(a.options)
 
 
 def cmd_emotion_eval(a: argparse.Namespace) -> int:
-    from appliance import emotion_eval
+    from appliance.tools import emotion_eval
 
     argv = (
         ["--manifest", a.manifest]
@@ -214,7 +214,7 @@ def cmd_user(a: argparse.Namespace) -> int:
 
 
 def cmd_retention(a: argparse.Namespace) -> int:
-    from appliance.retention import purge
+    from appliance.store.retention import purge
 
     cfg = _load_cfg(a.config)
     db = a.db or str(cfg.resolve(cfg.paths.db))

@@ -299,7 +299,7 @@ class AppConfig:
     vad: VadConfig = _f(VadConfig(), "Voice activity detection.")
     positions: list[PositionConfig] = _f([PositionConfig()], "Agent positions served by this box.")
     rules: list[RuleConfig] = _f(
-        [], "Alert rules; empty = the shipped defaults (see appliance.rules.DEFAULT_RULES)."
+        [], "Alert rules; empty = the shipped defaults (see appliance.scoring.rules.DEFAULT_RULES)."
     )
     alerts: AlertsConfig = _f(AlertsConfig(), "Alert fatigue controls.")
     retention: RetentionConfig = _f(RetentionConfig(), "Retention per table.")

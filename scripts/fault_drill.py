@@ -50,7 +50,7 @@ MODEL_CARD = ROOT / "models" / "emotion" / "model_card.json"
 
 def _child_analyze(argv: list[str]) -> int:
     """`appliance analyze` with a stub emotion model (0.1 s per utterance) and no STT."""
-    import appliance.runtime as runtime
+    import appliance.ops.engines as runtime
     from appliance.cli import main
     from appliance.types import EmotionResult
 
@@ -144,7 +144,8 @@ def run_drill(
     log=lambda *a: None,
     stt: bool = False,
 ) -> dict:
-    from appliance.broker import DedupSubscriber, LocalBroker
+    from appliance.publish.broker import LocalBroker
+    from tests.support.mqtt import DedupSubscriber
 
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "drill.db"
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.verbose:
             print(*parts, file=sys.stderr)
 
-    from appliance.broker import find_mosquitto
+    from appliance.publish.broker import find_mosquitto
 
     if find_mosquitto() is None:
         print("error: mosquitto is not installed", file=sys.stderr)

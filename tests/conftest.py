@@ -24,7 +24,7 @@ needs_model = pytest.mark.skipif(
 @pytest.fixture
 def fresh_db(tmp_path):
     """A migrated Store on a new database file."""
-    from appliance.store import Store
+    from appliance.store.db import Store
 
     store = Store(tmp_path / "test.db", box_id="test-box")
     yield store
@@ -34,7 +34,7 @@ def fresh_db(tmp_path):
 @pytest.fixture
 def broker(tmp_path):
     """A real mosquitto on a free loopback port."""
-    from appliance.broker import LocalBroker, find_mosquitto
+    from appliance.publish.broker import LocalBroker, find_mosquitto
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed")
@@ -49,7 +49,7 @@ class Collector:
     def __init__(self, url: str, topic: str = "#"):
         import paho.mqtt.client as mqtt
 
-        from appliance.publisher import parse_url
+        from appliance.publish.mqtt import parse_url
 
         host, port, _ = parse_url(url)
         self.messages: list[tuple[str, bytes]] = []

@@ -5,7 +5,7 @@ import wave
 import numpy as np
 import pytest
 
-from appliance.audio import AudioError, read_wav, to_pipeline_rate, write_wav
+from appliance.capture.wav import AudioError, read_wav, to_pipeline_rate, write_wav
 
 
 @pytest.mark.parametrize("sr", [8000, 16000, 44100, 48000])

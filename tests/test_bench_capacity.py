@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from appliance.broker import find_mosquitto
+from appliance.publish.broker import find_mosquitto
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@
 while the Live page is open, watch it update by server-sent events, open the call detail.
 
 With the trained model in models/emotion/ the call is the bundled demo call through the real
-engines (appliance.runtime.load_engines: emotion model + STT, as `appliance analyze` uses);
+engines (appliance.ops.engines.load_engines: emotion model + STT, as `appliance analyze` uses);
 without it, a scripted call through the same pipeline (appliance.panel.sample).
 Screenshots go to a tmp dir (and to $PANEL_SCREENSHOT_DIR when set).
 """
@@ -124,13 +124,13 @@ def shot(page, shots: Path, name: str) -> Path:
 
 def replayer(db: Path):
     """(thread target, description): the real demo call when the model exists, else a script."""
-    from appliance.pipeline import CallMeta
+    from appliance.pipeline.orchestrator import CallMeta
 
     if MODEL_CARD.exists():
-        from appliance.analysis import Session
-        from appliance.audio import read_wav
-        from appliance.demo import demo_calls, demo_config
-        from appliance.runtime import load_engines
+        from appliance.capture.wav import read_wav
+        from appliance.ops.analysis import Session
+        from appliance.ops.demo import demo_calls, demo_config
+        from appliance.ops.engines import load_engines
 
         call = demo_calls()[0]
         cfg = demo_config(db)
@@ -146,7 +146,7 @@ def replayer(db: Path):
 
         return run, call.meta.position, "real engines, bundled demo call"
 
-    from appliance.panel.sample import replay_call
+    from support.sample import replay_call
 
     meta = CallMeta(
         position="pos-1", customer_ref="CRM-000123", call_type="support", segment="retail"

@@ -9,8 +9,8 @@ import types
 import numpy as np
 import pytest
 
-from appliance.capture import SoundDeviceSource, _ChunkResampler
-from appliance.resample import resample
+from appliance.capture.resample import resample
+from appliance.capture.sources import SoundDeviceSource, _ChunkResampler
 
 
 class FakeStream:

@@ -133,7 +133,7 @@ def _py(code: str, env: dict, timeout: float = 60) -> subprocess.CompletedProces
 def test_portaudio_lists_the_file_plugin_pcms(alsa_env):
     d, env, _ = alsa_env
     out = _py(
-        "import json; from appliance.capture import list_devices; print(json.dumps(list_devices()))",
+        "import json; from appliance.capture.sources import list_devices; print(json.dumps(list_devices()))",
         env,
     )
     assert out.returncode == 0, out.stderr
@@ -158,7 +158,7 @@ def test_sound_device_source_reads_the_call_sample_exact(alsa_env, tmp_path):
     out = _py(
         f"""
         import numpy as np
-        from appliance.capture import SoundDeviceSource
+        from appliance.capture.sources import SoundDeviceSource
         ref = np.load({str(tmp_path / "ref.npy")!r}).astype(np.float32) / 32768
         for kw in (dict(device="pos1_tap", customer_device=None),
                    dict(device="pos2_agent", customer_device="pos2_customer")):
@@ -185,7 +185,7 @@ def test_sound_device_source_reads_the_call_sample_exact(alsa_env, tmp_path):
 
 
 def _rows(db_path, sql):
-    from appliance.store import connect
+    from appliance.store.db import connect
 
     db = connect(db_path, readonly=True)
     try:
@@ -259,8 +259,8 @@ def test_daemon_live_capture_with_fake_engine(alsa_env, tmp_path):
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_daemon import FakeEngines
         from appliance.config import load_config
-        from appliance.daemon import DaemonOptions, run_daemon
-        from appliance.store import connect
+        from appliance.ops.daemon import DaemonOptions, run_daemon
+        from appliance.store.db import connect
         import time
         cfg = load_config({str(conf)!r})
         stop = threading.Event()
@@ -417,7 +417,7 @@ def test_default_pcm_from_home_asoundrc(alsa_env, tmp_path):
     out = _py(
         f"""
         import numpy as np, sounddevice as sd
-        from appliance.capture import SoundDeviceSource
+        from appliance.capture.sources import SoundDeviceSource
         assert [x["name"] for x in sd.query_devices()] == ["default"], sd.query_devices()
         ref = np.load({str(tmp_path / "ref.npy")!r}).astype(np.float32) / 32768
         src = SoundDeviceSource("default", 16000, 0, 1)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.audio import read_wav
+from appliance.capture.wav import read_wav
 from appliance.config import config_from_dict
-from appliance.daemon import Daemon, DaemonOptions, PanelCommands, run_daemon
-from appliance.store import connect
+from appliance.ops.daemon import Daemon, DaemonOptions, PanelCommands, run_daemon
+from appliance.store.db import connect
 from appliance.types import EmotionResult
 
 DEMO = Path(__file__).resolve().parent.parent / "appliance" / "data" / "demo_call.wav"
@@ -246,7 +246,7 @@ def test_panel_command_row_is_applied_once(tmp_path):
 
 def test_panel_commands_older_than_start_are_ignored(tmp_path):
     db = tmp_path / "p.db"
-    from appliance.store import Store
+    from appliance.store.db import Store
 
     s = Store(db)
     s.write(
@@ -291,7 +291,7 @@ def test_device_failure_is_retried_and_does_not_stop_the_daemon(tmp_path):
 
 
 def test_mqtt_cti_command_and_status(tmp_path):
-    from appliance.broker import LocalBroker, find_mosquitto
+    from appliance.publish.broker import LocalBroker, find_mosquitto
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto not installed")
@@ -341,12 +341,12 @@ def test_run_daemon_stops_on_event_and_reports_start_failure(tmp_path, monkeypat
     )
     assert rc == 0
 
-    import appliance.runtime
+    import appliance.ops.engines
 
     def boom(cfg):
         raise RuntimeError("model card missing")
 
-    monkeypatch.setattr(appliance.runtime, "load_engines", boom)
+    monkeypatch.setattr(appliance.ops.engines, "load_engines", boom)
     assert run_daemon(cfg, options=_opts(), stop_event=threading.Event()) == 1
 
 

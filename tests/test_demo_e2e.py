@@ -72,7 +72,7 @@ def test_demo_with_embedded_broker(tmp_path):
 
 
 def test_analyze_with_broker_down_keeps_rows_pending(tmp_path):
-    from appliance.broker import free_port
+    from appliance.publish.broker import free_port
 
     db = tmp_path / "a.db"
     wav = ROOT / "appliance" / "data" / "demo_call.wav"

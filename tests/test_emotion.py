@@ -38,7 +38,7 @@ def _voice(seconds: float, sr: int, f0: float, seed: int, loud: float = 0.3) -> 
 
 @pytest.fixture(scope="module")
 def model():
-    from appliance.emotion import EmotionModel
+    from appliance.emotion.model import EmotionModel
 
     return EmotionModel.load()
 
@@ -58,7 +58,7 @@ def test_bundled_model_loads_and_reports_info(model):
 
 
 def test_refuses_tampered_model_file(tmp_path):
-    from appliance.emotion import EmotionModel, ModelError
+    from appliance.emotion.model import EmotionModel, ModelError
 
     d = _copy_model(tmp_path)
     card = json.loads((d / "model_card.json").read_text())
@@ -72,7 +72,7 @@ def test_refuses_tampered_model_file(tmp_path):
 
 @pytest.mark.parametrize("edit", ["temperature", "feature_name", "prior", "sha", "arousal"])
 def test_refuses_tampered_card(tmp_path, edit):
-    from appliance.emotion import EmotionModel, ModelError
+    from appliance.emotion.model import EmotionModel, ModelError
 
     d = _copy_model(tmp_path)
     cp = d / "model_card.json"
@@ -93,7 +93,7 @@ def test_refuses_tampered_card(tmp_path, edit):
 
 
 def test_arousal_value_methods_and_threshold():
-    from appliance.emotion import CIRCUMPLEX, arousal_value, make_result
+    from appliance.emotion.model import CIRCUMPLEX, arousal_value, make_result
 
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(len(EMOTION_LABELS)), size=50)
@@ -117,7 +117,7 @@ def test_arousal_value_methods_and_threshold():
 
 
 def test_missing_card_is_a_model_error(tmp_path):
-    from appliance.emotion import EmotionModel, ModelError
+    from appliance.emotion.model import EmotionModel, ModelError
 
     with pytest.raises(ModelError):
         EmotionModel.load(tmp_path)
@@ -194,7 +194,7 @@ def _write_wav(path: Path, x: np.ndarray, sr: int) -> None:
 
 
 def test_emotion_eval_path_only_manifest(tmp_path, capsys):
-    from appliance.emotion_eval import main
+    from appliance.tools.emotion_eval import main
 
     (tmp_path / "a").mkdir()
     _write_wav(tmp_path / "a" / "angry_strong.wav", _voice(1.0, 8000, 180, 1), 8000)
@@ -221,7 +221,7 @@ def test_emotion_eval_path_only_manifest(tmp_path, capsys):
 
 
 def test_emotion_eval_labelled_manifest_with_calls(tmp_path, model):
-    from appliance.emotion_eval import evaluate
+    from appliance.tools.emotion_eval import evaluate
 
     rows = []
     for i, (emo, f0, loud) in enumerate(
@@ -242,7 +242,7 @@ def test_emotion_eval_labelled_manifest_with_calls(tmp_path, model):
     assert np.array(res["confusion"]).sum() == 3
     # rows of one call share a causal state: the second row of call c1 is scored in context
     st = model.new_state()
-    from appliance.emotion_eval import read_audio
+    from appliance.tools.emotion_eval import read_audio
 
     r0 = model.infer(*read_audio(tmp_path / "x0.wav"), st)
     r1 = model.infer(*read_audio(tmp_path / "x1.wav"), st)
@@ -253,7 +253,7 @@ def test_emotion_eval_labelled_manifest_with_calls(tmp_path, model):
 @pytest.mark.shared
 @pytest.mark.skipif(not (RAVDESS / "manifest.csv").exists(), reason="../shared RAVDESS not present")
 def test_ravdess_angry_strong_more_aroused_than_sad(model):
-    from appliance.emotion_eval import read_audio
+    from appliance.tools.emotion_eval import read_audio
 
     with (RAVDESS / "manifest.csv").open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -274,7 +274,7 @@ def test_unavailable_gpu_provider_falls_back_to_cpu_with_a_warning(caplog):
 
     import onnxruntime as ort
 
-    from appliance.emotion import EmotionModel
+    from appliance.emotion.model import EmotionModel
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA: the fallback cannot be observed")

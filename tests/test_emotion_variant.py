@@ -7,8 +7,8 @@ import json
 import pytest
 
 from appliance.config import ConfigError, config_from_dict
-from appliance.emotion import bundled_dir
-from appliance.runtime import load_engines
+from appliance.emotion.model import bundled_dir
+from appliance.ops.engines import load_engines
 
 
 @pytest.mark.parametrize("variant", ["", "fp32", "int8"])

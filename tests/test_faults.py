@@ -12,16 +12,17 @@ import time
 
 import pytest
 from conftest import MODEL_CARD, ROOT
+from support.mqtt import DedupSubscriber, TcpProxy
 
-from appliance import contract
-from appliance.analysis import Session, broker_settings
-from appliance.audio import read_wav
-from appliance.broker import DedupSubscriber, LocalBroker, TcpProxy, find_mosquitto
+from appliance.capture.wav import read_wav
 from appliance.config import config_from_dict
-from appliance.pipeline import CallMeta
-from appliance.publisher import BrokerSettings, Publisher
-from appliance.runtime import Engines
-from appliance.store import Store
+from appliance.ops.analysis import Session, broker_settings
+from appliance.ops.engines import Engines
+from appliance.pipeline.orchestrator import CallMeta
+from appliance.publish import contract
+from appliance.publish.broker import LocalBroker, find_mosquitto
+from appliance.publish.mqtt import BrokerSettings, Publisher
+from appliance.store.db import Store
 from appliance.types import EmotionResult
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance import bench_features
+from appliance.tools import bench_features
 
 
 def test_synthetic_speech_is_speech_like() -> None:

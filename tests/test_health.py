@@ -6,8 +6,8 @@ import re
 import threading
 import time
 
-from appliance import contract
-from appliance.health import CpuMeter, HealthMonitor, prometheus_text, read_temperature
+from appliance.ops.health import CpuMeter, HealthMonitor, prometheus_text, read_temperature
+from appliance.publish import contract
 
 
 def _snap(**over) -> dict:
@@ -95,7 +95,7 @@ def test_cpu_meter(tmp_path):
 def test_watchdog_is_fed_only_while_capture_makes_progress(tmp_path, monkeypatch):
     from test_daemon import FakeEngines, _cfg, _opts
 
-    import appliance.daemon as daemon_mod
+    import appliance.ops.daemon as daemon_mod
 
     class Recorder:
         def __init__(self):

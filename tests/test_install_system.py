@@ -122,7 +122,7 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
 
     # application copy + venv with the entry point; the installed config validates through it
     app = r / "opt/appliance"
-    assert (app / "appliance" / "daemon.py").is_file() and not (app / ".git").exists()
+    assert (app / "appliance" / "ops" / "daemon.py").is_file() and not (app / ".git").exists()
     exe = app / "venv/bin/appliance"
     assert exe.is_file() and os.access(exe, os.X_OK)
     conf = r / "etc/appliance/appliance.toml"

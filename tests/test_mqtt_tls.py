@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from support.mqtt import DedupSubscriber
 
-from appliance import contract
-from appliance.broker import DedupSubscriber, LocalBroker, find_mosquitto, free_port
-from appliance.publisher import BrokerSettings, Publisher
-from appliance.store import Store
+from appliance.publish import contract
+from appliance.publish.broker import LocalBroker, find_mosquitto, free_port
+from appliance.publish.mqtt import BrokerSettings, Publisher
+from appliance.store.db import Store
 
 FW = ROOT / "firmware_config" / "mosquitto"
 

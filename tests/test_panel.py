@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from support.sample import fill_sample, replay_call
 
 from appliance.panel import create_app, ensure_demo_user, users
 from appliance.panel.cli import route_lines
-from appliance.panel.sample import fill_sample, replay_call
-from appliance.pipeline import CallMeta
+from appliance.pipeline.orchestrator import CallMeta
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {"/login", "/logout", "/healthz", "/static/<path:filename>"}
@@ -439,9 +439,9 @@ def test_health_page_without_and_with_daemon_snapshot(tmp_path):
     html = client.get("/health").get_data(as_text=True)
     assert "No data from the daemon yet" in html and "no data" in html
     assert client.get("/").status_code == 200  # empty database: Live still renders
-    from appliance import store
+    from appliance.store import db as store
 
-    # the shape appliance.health writes (settings key `health`)
+    # the shape appliance.ops.health writes (settings key `health`)
     snap = {
         "ts": time.time(),
         "box_id": "b",
@@ -550,7 +550,7 @@ def test_event_stream_reports_a_new_score_within_a_second(sample_db):
     while not events and time.monotonic() < deadline:
         time.sleep(0.05)
     assert events, "no initial live event"
-    from appliance.store import Store
+    from appliance.store.db import Store
 
     store = Store(sample_db[0])
     try:

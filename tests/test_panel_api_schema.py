@@ -12,11 +12,11 @@ schemathesis = pytest.importorskip("schemathesis")
 requests = pytest.importorskip("requests")
 
 from hypothesis import HealthCheck, settings  # noqa: E402
+from support.sample import fill_sample  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from appliance.panel import create_app, users  # noqa: E402
 from appliance.panel.api import OPENAPI_PATH  # noqa: E402
-from appliance.panel.sample import fill_sample  # noqa: E402
 
 SPEC = json.loads(OPENAPI_PATH.read_text())
 # Authentication is the route-map test's job (test_panel.py: every route refuses anonymous

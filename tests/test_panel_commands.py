@@ -4,7 +4,7 @@ import time
 
 from test_panel import SUP, app, login, page_token, sample_db  # noqa: F401  (fixtures)
 
-from appliance.daemon import PanelCommands
+from appliance.ops.daemon import PanelCommands
 
 
 def test_panel_call_command_reaches_the_daemon(app, sample_db):  # noqa: F811

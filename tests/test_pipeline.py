@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, needs_model
 
-from appliance.analysis import analyze_file
-from appliance.audio import read_wav, write_wav
+from appliance.capture.wav import read_wav, write_wav
 from appliance.config import config_from_dict
-from appliance.runtime import Engines
+from appliance.ops.analysis import analyze_file
+from appliance.ops.engines import Engines
 from appliance.types import EmotionResult
 
 DEMO = ROOT / "appliance" / "data" / "demo_call.wav"
@@ -88,7 +88,7 @@ def test_customer_utterances_reach_the_model_in_order(tmp_path):
 @pytest.mark.slow
 def test_happy_to_angry_call_real_models(tmp_path):
     """Issue 6 acceptance: real emotion model and real STT on the bundled happy-to-angry call."""
-    from appliance.runtime import load_engines
+    from appliance.ops.engines import load_engines
 
     cfg = config_from_dict({})
     result = analyze_file(DEMO, cfg, load_engines(cfg), db_path=tmp_path / "d.db")
@@ -113,8 +113,8 @@ def test_back_pressure_sheds_text_before_scores(tmp_path):
     """A slow STT engine and a small queue: agent text is shed first, no score is dropped."""
     import time as _time
 
-    from appliance.analysis import Session
-    from appliance.pipeline import CallMeta
+    from appliance.ops.analysis import Session
+    from appliance.pipeline.orchestrator import CallMeta
     from appliance.types import Transcript
 
     class SlowStt:

@@ -13,11 +13,12 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from support.mqtt import DedupSubscriber
 
-from appliance import contract
-from appliance.broker import DedupSubscriber, LocalBroker, find_mosquitto, free_port
-from appliance.publisher import BrokerSettings, Publisher
-from appliance.store import Store, connect, outbox_status
+from appliance.publish import contract
+from appliance.publish.broker import LocalBroker, find_mosquitto, free_port
+from appliance.publish.mqtt import BrokerSettings, Publisher
+from appliance.store.db import Store, connect, outbox_status
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 

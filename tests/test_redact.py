@@ -1,7 +1,7 @@
 """Redaction: every spoken/written form of card numbers and other identifiers is removed.
 
 The property tests render valid (Luhn) card numbers in the forms recognisers produce and check
-the invariant stated in appliance/redact.py with an independent counter: no run of six or more
+the invariant stated in appliance/stt/redact.py with an independent counter: no run of six or more
 digits -- as digits or number words -- survives, and the surrounding words do.
 """
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.redact import Redaction, luhn_ok, redact, redact_words
+from appliance.stt.redact import Redaction, luhn_ok, redact, redact_words
 from appliance.types import Word
 
 UNIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from appliance.relationship import update_customer, update_segment
+from appliance.scoring.relationship import update_customer, update_segment
 
 
 def history(sentiments, enthusiasm=None):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from appliance.analysis import Session
-from appliance.audio import read_wav
+from appliance.capture.wav import read_wav
 from appliance.config import config_from_dict
-from appliance.pipeline import CallMeta
-from appliance.runtime import Engines
+from appliance.ops.analysis import Session
+from appliance.ops.engines import Engines
+from appliance.pipeline.orchestrator import CallMeta
 from appliance.types import EmotionResult
 
 DEMO = ROOT / "appliance" / "data" / "demo_call.wav"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from appliance.resample import mulaw_decode, mulaw_encode, resample, telephone_channel
+from appliance.capture.resample import mulaw_decode, mulaw_encode, resample, telephone_channel
 
 PAIRS = [
     (8000, 16000),

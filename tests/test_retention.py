@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from appliance import contract
 from appliance.config import RetentionConfig
-from appliance.retention import DAY, purge
-from appliance.store import Store, connect
+from appliance.publish import contract
+from appliance.store.db import Store, connect
+from appliance.store.retention import DAY, purge
 
 NOW = time.time()
 
@@ -174,7 +174,7 @@ def test_full_database_keeps_scores_and_outbox_drops_transcripts(tmp_path):
 
 def test_health_alarm_when_transcripts_are_suspended(tmp_path):
     from appliance.config import config_from_dict
-    from appliance.health import HealthMonitor
+    from appliance.ops.health import HealthMonitor
 
     class D:
         pass

@@ -1,5 +1,5 @@
 from appliance.config import RuleConfig
-from appliance.rules import DEFAULT_RULES, RuleEngine
+from appliance.scoring.rules import DEFAULT_RULES, RuleEngine
 
 RULE = RuleConfig(
     name="low",

@@ -1,6 +1,6 @@
 import pytest
 
-from appliance.scoring import CallScorer, ScoredUtterance, fuse, overlap, slope_per_minute
+from appliance.scoring.call import CallScorer, ScoredUtterance, fuse, overlap, slope_per_minute
 from appliance.types import EmotionResult
 
 

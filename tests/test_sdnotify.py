@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from appliance.sdnotify import Notifier, watchdog_interval
+from appliance.ops.sdnotify import Notifier, watchdog_interval
 
 
 @pytest.fixture

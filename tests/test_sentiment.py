@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.sentiment import DEFAULT_KEY_PHRASES, key_phrases, text_sentiment, words_per_minute
+from appliance.scoring.sentiment import (
+    DEFAULT_KEY_PHRASES,
+    key_phrases,
+    text_sentiment,
+    words_per_minute,
+)
 from appliance.types import Word
 
 

@@ -1,4 +1,4 @@
-"""Speech embedding of the emotion model (appliance.speech_embedding): the real bundled encoder."""
+"""Speech embedding of the emotion model (appliance.emotion.embedding): the real bundled encoder."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.speech_embedding import EMBEDDING_KIND, EmbeddingError, SpeechEmbedder
+from appliance.emotion.embedding import EMBEDDING_KIND, EmbeddingError, SpeechEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR = ROOT / "models" / "emotion"
@@ -48,7 +48,7 @@ def test_embedding_follows_the_voice_not_the_padding(embedder):
 
 
 def test_phone_rate_is_resampled_to_the_encoder_rate(embedder):
-    from appliance.resample import resample
+    from appliance.capture.resample import resample
 
     x16 = _voice(1.5, 16000, 150)
     x8 = np.asarray(resample(x16, 16000, 8000), dtype=np.float32)
@@ -108,7 +108,7 @@ def test_a_forked_worker_loads_its_own_encoder(embedder):
 
 @pytest.mark.skipif(not (MODEL_DIR / "model_card.json").exists(), reason="no trained model")
 def test_shipped_model_uses_the_embedding_and_refuses_another(tmp_path):
-    from appliance.emotion import EmotionModel, ModelError
+    from appliance.emotion.model import EmotionModel, ModelError
 
     card = json.loads((MODEL_DIR / "model_card.json").read_text())
     emb = card["spec"]["embedding"]
@@ -127,7 +127,7 @@ def test_shipped_model_uses_the_embedding_and_refuses_another(tmp_path):
 @pytest.mark.shared
 @pytest.mark.skipif(not (SPEECH / "librivox").is_dir(), reason="../shared speech not present")
 def test_real_speech_clips_closer_to_each_other_than_to_a_tone(embedder):
-    from appliance.emotion_eval import read_audio
+    from appliance.tools.emotion_eval import read_audio
 
     wavs = sorted((SPEECH / "librivox").glob("*.wav"))[:2]
     e = [embedder.embed(*_first_seconds(*read_audio(p), 4.0)) for p in wavs]

@@ -22,25 +22,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.bench_stt import main as bench_main
-from appliance.bench_stt import normalise_text, read_sphinx_transcription, read_wav, wer
-from appliance.resample import telephone_channel
-from appliance.stt import (
-    BUNDLED_WHISPER_SHA256,
-    NullTranscriber,
-    SttError,
-    SttSettings,
-    Transcriber,
-    TranscriberStream,
-    VoskTranscriber,
-    WhisperTranscriber,
-    bundled_whisper_path,
-    create_transcriber,
-    engine_info,
-    install_vosk_model,
-    main,
-    validate_vosk_model,
-)
+from appliance.capture.resample import telephone_channel
+from appliance.config import SttConfig
+from appliance.stt.base import NullTranscriber, SttError, Transcriber, TranscriberStream
+from appliance.stt.engines import create_transcriber, engine_info
+from appliance.stt.installer import install_vosk_model, main
+from appliance.stt.vosk import VoskTranscriber, validate_vosk_model
+from appliance.stt.whisper import BUNDLED_WHISPER_SHA256, WhisperTranscriber, bundled_whisper_path
+from appliance.tools.bench_stt import main as bench_main
+from appliance.tools.bench_stt import normalise_text, read_sphinx_transcription, read_wav, wer
 from appliance.types import Transcript
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -113,7 +103,7 @@ def test_wer_and_normalisation() -> None:
 
 
 def test_null_transcriber() -> None:
-    t = create_transcriber(SttSettings(engine="none"))
+    t = create_transcriber(SttConfig(engine="none"))
     assert isinstance(t, NullTranscriber) and isinstance(t, Transcriber)
     assert t.transcribe(np.zeros(1600, np.float32), 16000) == Transcript("", (), "none", True)
     s = t.stream(8000)
@@ -123,15 +113,13 @@ def test_null_transcriber() -> None:
     assert engine_info(t)["engine"] == "none"
 
 
-def test_settings_from_mapping_and_errors() -> None:
-    s = SttSettings.from_mapping({"engine": "whisper", "beam_size": 3, "unknown": 1})
-    assert s.engine == "whisper" and s.beam_size == 3 and s.threads == 1
+def test_engine_selection_errors_name_the_setting() -> None:
     with pytest.raises(ValueError, match="unknown STT engine"):
-        create_transcriber(SttSettings(engine="google"))
+        create_transcriber(SttConfig(engine="google"))
     with pytest.raises(SttError, match="vosk_model"):
-        create_transcriber(SttSettings(engine="vosk"))
+        create_transcriber(SttConfig(engine="vosk"))
     with pytest.raises(SttError, match="does not exist"):
-        create_transcriber(SttSettings(engine="vosk", vosk_model="/nonexistent/model"))
+        create_transcriber(SttConfig(engine="vosk", vosk_model="/nonexistent/model"))
 
 
 # --- whisper -------------------------------------------------------------------------------
@@ -159,9 +147,9 @@ def test_whisper_hash_mismatch_is_refused(tmp_path: Path) -> None:
 
 
 def test_auto_without_vosk_is_whisper(whisper: WhisperTranscriber) -> None:
-    t = create_transcriber(SttSettings(engine="auto", vosk_model="/nonexistent"))
+    t = create_transcriber(SttConfig(engine="auto", vosk_model="/nonexistent"))
     assert isinstance(t, WhisperTranscriber)
-    assert isinstance(create_transcriber(SttSettings()), WhisperTranscriber)
+    assert isinstance(create_transcriber(SttConfig()), WhisperTranscriber)
 
 
 def test_whisper_input_checks(whisper: WhisperTranscriber) -> None:
@@ -238,7 +226,7 @@ def test_espeak_card_number_is_redacted(whisper: WhisperTranscriber, tmp_path: P
 @pytest.mark.parametrize("rate", [16000, 8000])
 def test_vosk_stream_partials_and_timings(rate: int) -> None:
     model = need_korean()
-    t = create_transcriber(SttSettings(engine="auto", vosk_model=str(model)))
+    t = create_transcriber(SttConfig(engine="auto", vosk_model=str(model)))
     assert isinstance(t, VoskTranscriber)
     x, sr = read_wav(SPEECH / "vosk_test.wav")
     if rate != sr:
@@ -268,7 +256,7 @@ def test_vosk_transcribe_rates_and_shared_model() -> None:
         tr = a.transcribe(audio, rate)
         assert tr.text
         assert_timings(tr, len(audio) / rate)
-    from appliance.resample import resample
+    from appliance.capture.resample import resample
 
     tr = a.transcribe(resample(x, sr, 44100), 44100)  # other rates are resampled to 16 kHz
     assert tr.text
@@ -379,7 +367,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_installed_korean_model_loads(tmp_path: Path) -> None:
     model = need_korean()
     dest = install_vosk_model(str(model), tmp_path / "ko")
-    t = create_transcriber(SttSettings(engine="vosk", vosk_model=str(dest)))
+    t = create_transcriber(SttConfig(engine="vosk", vosk_model=str(dest)))
     info = engine_info(t)
     assert info["engine"] == "vosk" and info["model_version"] == "model"
     rng = np.random.default_rng(0)

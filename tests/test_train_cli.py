@@ -41,7 +41,7 @@ def test_site_retrain_produces_a_model_the_runtime_loads(tmp_path):
     pytest.importorskip("torch")  # the training extra: pip install -e ".[train]"
     pytest.importorskip("sklearn")
     from appliance import cli
-    from appliance.emotion import EmotionModel
+    from appliance.emotion.model import EmotionModel
 
     rows = list(csv.DictReader((RAVDESS / "manifest.csv").open(newline="")))
     keep = []
@@ -70,6 +70,6 @@ def test_site_retrain_produces_a_model_the_runtime_loads(tmp_path):
 
 
 def _read(path: str):
-    from appliance.emotion_eval import read_audio
+    from appliance.tools.emotion_eval import read_audio
 
     return read_audio(Path(path))

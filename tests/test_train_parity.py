@@ -27,7 +27,7 @@ import train_emotion as T  # noqa: E402
 
 
 def test_cached_training_rows_equal_the_live_path(tmp_path):
-    from appliance.emotion import EmotionModel
+    from appliance.emotion.model import EmotionModel
 
     card = json.loads((MODEL_DIR / "model_card.json").read_text())
     spec = card["spec"]

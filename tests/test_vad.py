@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from appliance.config import VadConfig
-from appliance.vad import Segmenter
+from appliance.segment.vad import Segmenter
 
 
 def bursts(sr, spans, total, noise_db=-60.0, seed=0):

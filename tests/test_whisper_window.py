@@ -16,13 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from appliance.audio import read_wav
-from appliance.bench_stt import wer
-from appliance.config import config_from_dict
-from appliance.demo import demo_calls
-from appliance.stt import SttSettings, WhisperTranscriber, _token_cap, create_transcriber
-from appliance.vad import Segmenter
-from appliance.whisper_window import MAX_WINDOW_S, MIN_WINDOW_S, decode_utterance, window_seconds
+from appliance.capture.wav import read_wav
+from appliance.config import SttConfig, config_from_dict
+from appliance.ops.demo import demo_calls
+from appliance.segment.vad import Segmenter
+from appliance.stt.engines import create_transcriber
+from appliance.stt.whisper import WhisperTranscriber, _token_cap
+from appliance.stt.window import MAX_WINDOW_S, MIN_WINDOW_S, decode_utterance, window_seconds
+from appliance.tools.bench_stt import wer
 
 
 class EncodeSpy:
@@ -126,14 +127,14 @@ def test_transcribe_uses_the_fitted_window(
 
 def test_one_model_worker_per_stt_thread() -> None:
     # With one CTranslate2 worker the pipeline's STT threads would queue behind each other.
-    t = create_transcriber(SttSettings(engine="whisper", workers=3))
+    t = create_transcriber(SttConfig(engine="whisper", workers=3))
     assert isinstance(t, WhisperTranscriber)
     assert t.workers == 3 and t._model.model.num_workers == 3
 
 
 def test_pipeline_stt_pool_follows_config(tmp_path) -> None:
-    from appliance.pipeline import Pipeline
-    from appliance.store import Store
+    from appliance.pipeline.orchestrator import Pipeline
+    from appliance.store.db import Store
 
     cfg = config_from_dict({"box": {"id": "t"}, "stt": {"workers": 3}})
     store = Store(tmp_path / "a.db", box_id="t")

@@ -45,7 +45,7 @@ def effective(section: str, fields: tuple[str, ...]) -> dict:
 
 
 def rules() -> list[dict]:
-    from appliance.rules import DEFAULT_RULES
+    from appliance.scoring.rules import DEFAULT_RULES
 
     return [dataclasses.asdict(r) for r in (_app_cfg().rules or DEFAULT_RULES)]
 

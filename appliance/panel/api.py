@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 from appliance.panel import db as pdb
 from appliance.panel import queries, users
 from appliance.panel.views import configured_positions
-from appliance.store import connect
+from appliance.store.db import connect
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -164,7 +164,7 @@ def ack(alert_id: str):
 @bp.post("/positions/<position>/call")
 def position_call(position: str):
     """Start, update or end the call at a position: the daemon polls `settings` row `cmd:<position>`."""
-    from appliance import contract
+    from appliance.publish import contract
 
     body = request.get_json(silent=True)
     if not isinstance(body, dict):

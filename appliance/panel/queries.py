@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance import store
+from appliance.store import db as store
 
 LIVE_STALE_S = 1800.0
 """A call still marked live without any new utterance for this long counts as idle (daemon gone)."""

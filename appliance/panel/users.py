@@ -20,7 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlite_utils.migrations import Migrations
 
-from appliance import store
+from appliance.store import db as store
 
 ROLES = ("supervisor", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")

@@ -1,0 +1,1 @@
+"""Emotion: the utterance features, the speech embedding and our ONNX model (customer only)."""

@@ -1,0 +1,1 @@
+"""Segmentation: voice activity per channel, cutting a stream into utterances per speaker."""

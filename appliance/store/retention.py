@@ -1,0 +1,147 @@
+"""Retention: delete what is past its time, per table (`appliance retention`, the daily timer).
+
+  transcripts    older than retention.transcripts_days (redacted text goes first)
+  utterances     older than retention.scores_days (with their transcripts)
+  calls          ended, and started before retention.scores_days (with their utterances)
+  alerts         older than retention.alerts_days
+  relationships  not updated within retention.scores_days
+  events         older than retention.alerts_days
+  outbox         only rows the broker acknowledged (`sent_at` set) more than
+                 retention.outbox_sent_days ago; an unsent row is never deleted
+
+Deletes run in small batches, each its own `BEGIN IMMEDIATE` transaction, so the daemon (the
+usual single writer) waits at most one batch (busy_timeout is 10 s). No VACUUM: freed pages are
+reused by new rows, and rewriting the whole file would cost the SD card more than it saves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.store.db import connect, immediate, migrate
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+BATCH = 2000
+
+
+def _cutoff(now: float, days: float) -> float:
+    return now - float(days) * DAY
+
+
+def _batched(db, select_sql: str, args: list, delete_sqls: list[str]) -> int:
+    """Delete the keys `select_sql` returns, BATCH at a time; returns how many keys went."""
+    total = 0
+    while True:
+        with immediate(db):
+            keys = [r[0] for r in db.execute(select_sql + f" LIMIT {BATCH}", args).fetchall()]
+            if not keys:
+                return total
+            marks = ",".join("?" * len(keys))
+            for sql in delete_sqls:
+                db.execute(sql.format(marks=marks), keys)
+        total += len(keys)
+
+
+def purge(db_path: str | Path, retention_cfg: Any, now: float | None = None) -> dict[str, int]:
+    """Apply the retention settings (`RetentionConfig`) to a database; rows deleted per table."""
+    now = time.time() if now is None else now
+    r = retention_cfg
+    db = connect(db_path)
+    try:
+        migrate(db)
+        counts: dict[str, int] = {}
+        scores_cut = _cutoff(now, r.scores_days)
+        # calls past retention take their utterances and transcripts along (foreign keys)
+        before = _count(db)
+        counts["calls"] = _batched(
+            db,
+            "SELECT id FROM calls WHERE state = 'ended' AND COALESCE(ended_at, started_at) < ?",
+            [scores_cut],
+            [
+                "DELETE FROM transcripts WHERE utterance_id IN "
+                "(SELECT id FROM utterances WHERE call_id IN ({marks}))",
+                "DELETE FROM utterances WHERE call_id IN ({marks})",
+                "DELETE FROM calls WHERE id IN ({marks})",
+            ],
+        )
+        # utterances past retention whose call is still kept (a call that never ended)
+        _batched(
+            db,
+            "SELECT id FROM utterances WHERE created_at < ?",
+            [scores_cut],
+            [
+                "DELETE FROM transcripts WHERE utterance_id IN ({marks})",
+                "DELETE FROM utterances WHERE id IN ({marks})",
+            ],
+        )
+        _batched(
+            db,
+            "SELECT utterance_id FROM transcripts WHERE created_at < ?",
+            [_cutoff(now, r.transcripts_days)],
+            ["DELETE FROM transcripts WHERE utterance_id IN ({marks})"],
+        )
+        after = _count(db)
+        counts["utterances"] = before["utterances"] - after["utterances"]
+        counts["transcripts"] = before["transcripts"] - after["transcripts"]
+        counts["alerts"] = _batched(
+            db,
+            "SELECT id FROM alerts WHERE created_at < ?",
+            [_cutoff(now, r.alerts_days)],
+            ["DELETE FROM alerts WHERE id IN ({marks})"],
+        )
+        counts["relationships"] = _batched(
+            db,
+            "SELECT customer_ref FROM relationships WHERE updated_at < ?",
+            [scores_cut],
+            ["DELETE FROM relationships WHERE customer_ref IN ({marks})"],
+        )
+        counts["events"] = _batched(
+            db,
+            "SELECT id FROM events WHERE at < ?",
+            [_cutoff(now, r.alerts_days)],
+            ["DELETE FROM events WHERE id IN ({marks})"],
+        )
+        _remember_last_seq(db)
+        counts["outbox"] = _batched(
+            db,
+            "SELECT seq FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+            [_cutoff(now, r.outbox_sent_days)],
+            ["DELETE FROM outbox WHERE seq IN ({marks}) AND sent_at IS NOT NULL"],
+        )
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        db.execute("PRAGMA optimize")
+        log.info("retention purge: %s", counts)
+        return counts
+    finally:
+        db.conn.close()
+
+
+def _remember_last_seq(db) -> None:
+    """Keep the highest seq ever issued in settings, so pruning every row never restarts seq."""
+    from appliance.store import db as store
+
+    key = getattr(store, "LAST_SEQ_KEY", "outbox.last_seq")
+    with immediate(db):
+        row = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0),"
+            " COALESCE((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?), 0))",
+            [key],
+        ).fetchone()
+        if row[0]:
+            db.execute(
+                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                [key, str(int(row[0])), time.time()],
+            )
+
+
+def _count(db) -> dict[str, int]:
+    return {
+        t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+        for t in ("utterances", "transcripts")
+    }
