@@ -48,7 +48,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     from appliance.config import ConfigError
     from appliance.ops.analysis import analyze_file, speakers_for
     from appliance.ops.engines import load_engines
-    from appliance.pipeline.orchestrator import CallMeta
+    from appliance.pipeline.call import CallMeta
 
     try:
         cfg = _load_cfg(a.config)
@@ -141,7 +141,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_outbox(a: argparse.Namespace) -> int:
-    from appliance.store.db import outbox_status
+    from appliance.store.outbox import outbox_status
 
     if not Path(a.db).exists():
         print(f"error: {a.db}: no such database", file=sys.stderr)

@@ -96,6 +96,29 @@ class MqttConfig:
         min=1000,
     )
     batch_size: int = _f(100, "Rows published per publisher round.", min=1, max=10000)
+    max_inflight: int = _f(50, "Published rows awaiting PUBACK at most.", min=1, max=1000)
+    reconnect_min_delay: float = _f(
+        1.0, "First reconnect delay (s); doubles up to reconnect_max_delay.", min=0.01, max=60.0
+    )
+    reconnect_max_delay: float = _f(30.0, "Longest reconnect delay (s).", min=0.1, max=3600.0)
+    checkpoint_interval: float = _f(
+        2.0,
+        "Seconds between retained checkpoints while rows are being acknowledged.",
+        min=0.0,
+        max=3600.0,
+    )
+    sync_timeout: float = _f(
+        5.0,
+        "Seconds to wait for the echo of the checkpoint probe after a connect before sending anyway.",
+        min=0.1,
+        max=600.0,
+    )
+    resend_after: float = _f(
+        60.0,
+        "A row unacknowledged this long on a live connection is published again (s).",
+        min=1.0,
+        max=86400.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -315,6 +338,15 @@ class AppConfig:
         if not p.is_absolute() and self.base_dir:
             p = Path(self.base_dir) / p
         return p
+
+    def mqtt_resolved(self, url: str | None = None) -> MqttConfig:
+        """The `[mqtt]` section with its files made absolute (and another broker URL if given)."""
+        m = self.mqtt
+        files = {
+            k: str(self.resolve(getattr(m, k))) if getattr(m, k) else ""
+            for k in ("password_file", "ca_file", "cert_file", "key_file")
+        }
+        return dataclasses.replace(m, url=m.url if url is None else url, **files)
 
 
 # -- loading ------------------------------------------------------------------------------

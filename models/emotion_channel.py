@@ -15,11 +15,11 @@ from scipy import signal
 
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """The project's resampler when it exists (`appliance.resample`), else a polyphase one."""
+    """The project's resampler when it exists (`appliance.capture.resample`), else a polyphase one."""
     if sr_in == sr_out:
         return np.asarray(x, dtype=np.float32)
     try:
-        from appliance.resample import resample as _res  # written by another engineer
+        from appliance.capture.resample import resample as _res  # written by another engineer
 
         return np.asarray(_res(x, sr_in, sr_out), dtype=np.float32)
     except ImportError:
@@ -33,7 +33,7 @@ def mulaw_roundtrip(x: np.ndarray, mu: int = 255) -> np.ndarray:
     """G.711 mu-law encode + decode (the project's codec when present, else continuous mu-law, 8 bit)."""
     x = np.clip(x, -1.0, 1.0)
     try:
-        from appliance.resample import mulaw_decode, mulaw_encode
+        from appliance.capture.resample import mulaw_decode, mulaw_encode
 
         return np.asarray(mulaw_decode(mulaw_encode(x.astype(np.float32))), dtype=np.float32)
     except ImportError:

@@ -36,9 +36,9 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from emotion_channel import EVAL_VARIANTS, VARIANTS, make_variant  # noqa: E402
 
-from appliance import emotion as E  # noqa: E402
-from appliance.emotion_eval import arousal_of, normalise_label, read_audio  # noqa: E402
-from appliance.speech_embedding import embedding_names  # noqa: E402
+from appliance.emotion import model as E  # noqa: E402
+from appliance.emotion.embedding import embedding_names  # noqa: E402
+from appliance.tools.emotion_eval import arousal_of, normalise_label, read_audio  # noqa: E402
 from appliance.types import EMOTION_LABELS  # noqa: E402
 
 LABELS = list(EMOTION_LABELS)
@@ -83,7 +83,7 @@ class Config:
     # the MLPs see only the causal per-call z-scores (+ is_8k), not the globally scaled branch
     # (which carries speaker identity); the LDA member never did
     global_inputs: bool = False
-    # speech embedding (Whisper tiny.en encoder, `appliance.speech_embedding`) appended to the
+    # speech embedding (Whisper tiny.en encoder, `appliance.emotion.embedding`) appended to the
     # frontend's features; its encoder window in seconds at least this long; 0 = no embedding
     embedding_min_window_s: int = 10
 
@@ -183,7 +183,7 @@ _EMBEDDER_WINDOW = 0
 def _embedder(min_window_s: int):
     global _EMBEDDER
     if _EMBEDDER is None or _EMBEDDER.min_window_s != min_window_s:
-        from appliance.speech_embedding import SpeechEmbedder
+        from appliance.emotion.embedding import SpeechEmbedder
 
         _EMBEDDER = SpeechEmbedder(min_window_s=min_window_s, threads=1)
     return _EMBEDDER
@@ -238,7 +238,7 @@ def _cached_per_clip(
 
 def embedding_spec(min_window_s: int) -> dict:
     """The card's `embedding` section for a window policy (loads the encoder)."""
-    from appliance.speech_embedding import SpeechEmbedder
+    from appliance.emotion.embedding import SpeechEmbedder
 
     return SpeechEmbedder(min_window_s=min_window_s, threads=1).spec
 
@@ -727,7 +727,7 @@ def arousal_from_probs(
     method: str = "circumplex",
     threshold: float = 0.0,
 ) -> np.ndarray:
-    """Arousal exactly as the runtime computes it (`appliance.emotion.arousal_value`); > 0 = high."""
+    """Arousal exactly as the runtime computes it (`appliance.emotion.model.arousal_value`); > 0 = high."""
     return E.arousal_value(probs, arousal_high, w, method, threshold)
 
 
@@ -814,7 +814,7 @@ def latency(
     }
     embedder = None
     if embedding:
-        from appliance.speech_embedding import SpeechEmbedder
+        from appliance.emotion.embedding import SpeechEmbedder
 
         embedder = SpeechEmbedder.from_spec(embedding, threads=1)
         reps = max(10, reps // 5)  # the encoder pass dominates: fewer repetitions suffice
@@ -1334,12 +1334,12 @@ def render_card_md(card: dict) -> str:
         f"Architecture: {a['type']}: {a['members']} MLPs (ReLU, hidden {a['hidden']}), {a['linear_member']}; "
         f"{a['parameters']} parameters; {a['inputs']}; heads: {a['heads']}.",
         "",
-        "Features (runtime frontend `appliance.features`, computed by `appliance.emotion.utterance_features`): "
+        "Features (runtime frontend `appliance.features`, computed by `appliance.emotion.model.utterance_features`): "
         "mean/std/delta-std of 40 log-mel bands and 13 MFCCs over active frames (within 30 dB of the loudest), "
         "frame-energy statistics, all `features.functionals`, MFCC/mel statistics over voiced (`yin_pitch`) and unvoiced "
         "frames, MFCC/pitch/energy means per third of the utterance, pitch range and energy shape. "
         + (
-            f"Speech embedding (`appliance.speech_embedding`, card section `embedding`): mean and standard "
+            f"Speech embedding (`appliance.emotion.embedding`, card section `embedding`): mean and standard "
             f"deviation of the bundled Whisper tiny.en encoder's frames over the utterance ({card['spec']['embedding']['dim']} "
             f"numbers), encoder window at least {card['spec']['embedding']['min_window_s']} s, encoder pinned by SHA-256. "
             if card["spec"].get("embedding")

@@ -52,22 +52,17 @@ def _child_analyze(argv: list[str]) -> int:
     """`appliance analyze` with a stub emotion model (0.1 s per utterance) and no STT."""
     import appliance.ops.engines as runtime
     from appliance.cli import main
-    from appliance.types import EmotionResult
+    from tests.support.fakes import FakeEmotion, alternating, result
 
-    class StubModel:
-        info = {"name": "stub", "version": "0"}
-
-        def new_state(self):
-            return {"n": 0}
-
-        def infer(self, audio, sr, state):
-            time.sleep(float(os.environ.get("DRILL_INFER_S", "0.1")))
-            state["n"] += 1
-            label = ("neutral", "angry", "happy")[state["n"] % 3]
-            return EmotionResult(label, 0.8, 0.5, 0.2, -0.3 if label == "angry" else 0.3, False)
+    def stub_model() -> FakeEmotion:
+        r = [
+            result(label, 0.8, 0.5, 0.2, -0.3 if label == "angry" else 0.3)
+            for label in ("angry", "happy", "neutral")
+        ]
+        return FakeEmotion(alternating(*r), delay_s=float(os.environ.get("DRILL_INFER_S", "0.1")))
 
     def load_engines(cfg, with_stt=True):
-        return runtime.Engines(emotion=StubModel(), transcriber=None, load_s=0.0)
+        return runtime.Engines(emotion=stub_model(), transcriber=None, load_s=0.0)
 
     runtime.load_engines = load_engines
     return main(argv)

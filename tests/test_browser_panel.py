@@ -124,7 +124,7 @@ def shot(page, shots: Path, name: str) -> Path:
 
 def replayer(db: Path):
     """(thread target, description): the real demo call when the model exists, else a script."""
-    from appliance.pipeline.orchestrator import CallMeta
+    from appliance.pipeline.call import CallMeta
 
     if MODEL_CARD.exists():
         from appliance.capture.wav import read_wav

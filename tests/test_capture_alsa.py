@@ -185,7 +185,7 @@ def test_sound_device_source_reads_the_call_sample_exact(alsa_env, tmp_path):
 
 
 def _rows(db_path, sql):
-    from appliance.store.db import connect
+    from appliance.store.connection import connect
 
     db = connect(db_path, readonly=True)
     try:
@@ -257,10 +257,10 @@ def test_daemon_live_capture_with_fake_engine(alsa_env, tmp_path):
     code = f"""
         import threading, sys
         sys.path.insert(0, {str(ROOT / "tests")!r})
-        from test_daemon import FakeEngines
+        from test_daemon import fake_engines
         from appliance.config import load_config
         from appliance.ops.daemon import DaemonOptions, run_daemon
-        from appliance.store.db import connect
+        from appliance.store.connection import connect
         import time
         cfg = load_config({str(conf)!r})
         stop = threading.Event()
@@ -278,7 +278,7 @@ def test_daemon_live_capture_with_fake_engine(alsa_env, tmp_path):
                 time.sleep(0.2)
             stop.set()
         threading.Thread(target=watch, daemon=True).start()
-        sys.exit(run_daemon(cfg, engines=FakeEngines(), options=DaemonOptions(metrics="off",
+        sys.exit(run_daemon(cfg, engines=fake_engines(), options=DaemonOptions(metrics="off",
                  health_interval_s=0.5), stop_event=stop))
     """
     out = _py(code, env, timeout=90)

@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
+from appliance.config import MqttConfig
 from appliance.publish import contract
-from appliance.publish.mqtt import BrokerSettings, Publisher
+from appliance.publish.mqtt import Publisher
+from appliance.publish.pseudonym import pseudonymise
 
 TRANSCRIPT = "my card number is 4111 1111 1111 1111 and I am really angry about it"
 AUDIO = [0.01 * (i % 7) for i in range(1600)]
@@ -282,7 +284,7 @@ class FakeClient:
 
 
 def test_publish_payload_validates_and_refuses(tmp_path):
-    pub = Publisher(tmp_path / "x.db", BrokerSettings(url="mqtt://127.0.0.1:1", box_id="box-7"))
+    pub = Publisher(tmp_path / "x.db", MqttConfig(url="mqtt://127.0.0.1:1"), box_id="box-7")
     pub.client = FakeClient()
     ok = example("utterance")
     assert pub.publish_payload("utterance", ok) is not None
@@ -304,28 +306,25 @@ def test_topic_tree():
 
 def test_pseudonymise_is_keyed_stable_and_short():
     k1, k2 = b"k" * 32, b"j" * 32
-    a = contract.pseudonymise("CRM-000123", k1)
-    assert a == contract.pseudonymise("CRM-000123", k1)
-    assert a != contract.pseudonymise("CRM-000123", k2)
-    assert a != contract.pseudonymise("CRM-000124", k1)
+    a = pseudonymise("CRM-000123", k1)
+    assert a == pseudonymise("CRM-000123", k1)
+    assert a != pseudonymise("CRM-000123", k2)
+    assert a != pseudonymise("CRM-000124", k1)
     assert "000123" not in a and SHORT_ID.match(a)
 
 
 def test_customer_reference_leaves_pseudonymised(tmp_path):
     """Through the real pipeline: outbox payloads carry the keyed hash, never the reference."""
+    from support.fakes import FakeEmotion, constant
+
     from appliance.config import config_from_dict
     from appliance.ops.analysis import analyze_file
     from appliance.ops.engines import Engines
-    from appliance.pipeline.orchestrator import CallMeta
-    from appliance.store.db import connect
+    from appliance.pipeline.call import CallMeta
+    from appliance.store.connection import connect
     from appliance.types import EmotionResult
 
-    class Stub:
-        def new_state(self):
-            return {}
-
-        def infer(self, audio, sr, state):
-            return EmotionResult("angry", 0.9, 0.8, 0.6, -0.7, False)
+    Stub = lambda: FakeEmotion(constant(EmotionResult("angry", 0.9, 0.8, 0.6, -0.7, False)))  # noqa: E731
 
     meta = CallMeta(
         position="pos-1", customer_ref="CRM-000123", call_type="support", segment="gold"
@@ -462,7 +461,7 @@ def test_fuzz_on_message_never_raises(tmp_path_factory, topic, payload, retain):
 
 
 def _publisher(tmp: Path) -> Publisher:
-    return Publisher(tmp / "x.db", BrokerSettings(url="mqtt://127.0.0.1:1"))
+    return Publisher(tmp / "x.db", MqttConfig(url="mqtt://127.0.0.1:1"))
 
 
 def test_on_message_counts_rejections_and_survives_a_failing_handler(tmp_path):

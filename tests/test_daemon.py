@@ -10,73 +10,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import fakes
+from support.fakes import ScriptedSource
 
 from appliance.capture.wav import read_wav
 from appliance.config import config_from_dict
-from appliance.ops.daemon import Daemon, DaemonOptions, PanelCommands, run_daemon
-from appliance.store.db import connect
-from appliance.types import EmotionResult
+from appliance.ops.daemon import Daemon, DaemonOptions, run_daemon
+from appliance.publish.commands import PanelCommandReader
+from appliance.store import commands as command_rows
+from appliance.store.connection import connect
 
 DEMO = Path(__file__).resolve().parent.parent / "appliance" / "data" / "demo_call.wav"
-CHUNK = 320  # 20 ms at 16 kHz
 
 
-class FakeEmotion:
-    info = {"name": "fake", "version": "0.0.1-test", "sha256": "0" * 64, "providers": ["CPU"]}
-
-    def new_state(self):
-        return {"n": 0}
-
-    def infer(self, audio, sr, state):
-        state["n"] += 1
-        level = float(np.sqrt(np.mean(np.square(audio)))) if len(audio) else 0.0
-        return EmotionResult("angry" if level > 0.1 else "neutral", 0.8, 0.5, 0.2, -0.3, False)
-
-
-class FakeEngines:
-    emotion = FakeEmotion()
-    transcriber = None
-    load_s = 0.0
-
-
-class ScriptedSource:
-    """A 'device': the given stereo frames as 20 ms chunks, then silence until closed.
-
-    `paced` sleeps 1 ms per chunk so commands can interleave; `fail_after` raises like a
-    vanished USB device.
-    """
-
-    sample_rate = 16000
-
-    def __init__(self, agent=None, customer=None, fail_after: int | None = None):
-        self.agent = np.zeros(0, np.float32) if agent is None else agent
-        self.customer = np.zeros(0, np.float32) if customer is None else customer
-        self.overruns = 0
-        self.fail_after = fail_after
-        self.closed = False
-
-    def chunks(self):
-        i = 0
-        n = len(self.customer)
-        zero = np.zeros(CHUNK, np.float32)
-        while not self.closed:
-            if self.fail_after is not None and i >= self.fail_after:
-                raise OSError("device vanished")
-            s = i * CHUNK
-            if s < n:
-                a = self.agent[s : s + CHUNK]
-                c = self.customer[s : s + CHUNK]
-                if len(c) < CHUNK:
-                    a = np.pad(a, (0, CHUNK - len(a)))
-                    c = np.pad(c, (0, CHUNK - len(c)))
-            else:
-                a = c = zero
-                time.sleep(0.001)
-            i += 1
-            yield {"agent": a, "customer": c}
-
-    def close(self):
-        self.closed = True
+def fake_engines():
+    """Loud customer speech is "angry", the rest neutral; no STT."""
+    script = fakes.by_level(
+        fakes.result("angry", 0.8, 0.5, 0.2, -0.3), fakes.result("neutral", 0.8, 0.5, 0.2, -0.3)
+    )
+    return fakes.engines(fakes.FakeEmotion(script))
 
 
 def _cfg(tmp_path: Path, **extra) -> object:
@@ -107,7 +59,9 @@ class Running:
     """Start a Daemon in this thread, run its main loop in another; stop on exit."""
 
     def __init__(self, cfg, factory, opts=None):
-        self.d = Daemon(cfg, engines=FakeEngines(), source_factory=factory, options=opts or _opts())
+        self.d = Daemon(
+            cfg, engines=fake_engines(), source_factory=factory, options=opts or _opts()
+        )
 
     def __enter__(self):
         self.d.start()
@@ -223,12 +177,7 @@ def test_panel_command_row_is_applied_once(tmp_path):
     with Running(cfg, lambda pos: ScriptedSource()) as d:
         panel = connect(db)
         try:
-
-            def put(cmd):
-                panel["settings"].upsert(
-                    {"key": "cmd:pos-1", "value": json.dumps(cmd), "updated_at": time.time()},
-                    pk="key",
-                )
+            put = lambda cmd: command_rows.enqueue(panel, cmd, user="sup")[0]  # noqa: E731
 
             put({"position": "pos-1", "action": "start", "customer": "C-9"})
             assert _wait(lambda: _rows(db, "SELECT customer_ref FROM calls") == [("C-9",)])
@@ -236,39 +185,39 @@ def test_panel_command_row_is_applied_once(tmp_path):
             assert len(_rows(db, "SELECT id FROM calls")) == 1
             put({"position": "pos-1", "action": "end"})
             assert _wait(lambda: _rows(db, "SELECT state FROM calls") == [("ended",)])
-            put({"position": "pos-1", "action": "start", "customer": "bad value with spaces"})
-            time.sleep(0.3)
+            bad = put({"position": "pos-1", "action": "start", "customer": "bad value with spaces"})
+            assert _wait(lambda: command_rows.state_of(panel, bad)[0] == "rejected")
             assert len(_rows(db, "SELECT id FROM calls")) == 1  # rejected by the contract
+            assert "customer" in (command_rows.state_of(panel, bad)[1] or "")
         finally:
             panel.conn.close()
-        assert d.commands_applied == 2
+        assert d.router.applied == 2 and d.router.rejected == 1
+    states = _rows(db, "SELECT state FROM commands ORDER BY id")
+    assert states == [("applied",), ("applied",), ("rejected",)]
 
 
-def test_panel_commands_older_than_start_are_ignored(tmp_path):
+def test_panel_commands_queued_before_start_are_not_applied(tmp_path):
+    from appliance.publish.commands import CommandRouter
+    from appliance.store.writer import Store
+
     db = tmp_path / "p.db"
-    from appliance.store.db import Store
-
     s = Store(db)
-    s.write(
-        upserts={
-            "settings": [
-                {
-                    "key": "cmd:pos-1",
-                    "value": '{"position":"pos-1","action":"start"}',
-                    "updated_at": 1.0,
-                },
-                {
-                    "key": "cmd:pos-2",
-                    "value": '{"position":"pos-1","action":"start"}',
-                    "updated_at": 5.0,
-                },
-            ]
-        }
-    )
-    p = PanelCommands(db, since=2.0)
-    assert p.poll() == []  # pos-1 is stale; pos-2's row names another position
-    p.close()
-    s.close()
+    stale = command_rows.enqueue(s.db, {"position": "pos-1", "action": "start"})[0]
+    got: list[dict] = []
+    router = CommandRouter({"pos-1": got.append})
+    reader = PanelCommandReader(db, router)
+    try:
+        assert reader.poll() == 0 and got == []
+        assert command_rows.state_of(s.db, stale)[0] == "rejected"
+        other = command_rows.enqueue(s.db, {"position": "pos-2", "action": "start"})[0]
+        fresh = command_rows.enqueue(s.db, {"position": "pos-1", "action": "end"})[0]
+        assert reader.poll() == 2
+        assert [c["action"] for c in got] == ["end"] and got[0]["_via"] == "panel"
+        assert command_rows.state_of(s.db, other) == ("rejected", "unknown position 'pos-2'")
+        assert command_rows.state_of(s.db, fresh)[0] == "applied"
+    finally:
+        reader.close()
+        s.close()
 
 
 def test_device_failure_is_retried_and_does_not_stop_the_daemon(tmp_path):
@@ -334,7 +283,7 @@ def test_run_daemon_stops_on_event_and_reports_start_failure(tmp_path, monkeypat
     threading.Timer(0.5, stop.set).start()
     rc = run_daemon(
         cfg,
-        engines=FakeEngines(),
+        engines=fake_engines(),
         source_factory=lambda pos: ScriptedSource(),
         options=_opts(),
         stop_event=stop,

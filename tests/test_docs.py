@@ -33,3 +33,20 @@ def test_readme_cli_examples_parse():
         if line.startswith(".venv/bin/appliance ") and "|" not in line:
             argv = shlex.split(line.split("#")[0])[1:]
             parser.parse_args(argv)  # exits (SystemExit) on an option the CLI does not have
+
+
+def test_paths_the_docs_cite_exist():
+    """Every `appliance/...` file or folder named in the docs is in the tree (docs that moved with
+    the code, not behind it)."""
+    docs = [
+        ROOT / "README.md",
+        ROOT / "models" / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+    ]
+    missing = []
+    for doc in docs:
+        for path in re.findall(r"(?<![/\w.-])(appliance/[\w/]+(?:\.\w+)?)", doc.read_text()):
+            path = path.rstrip("/.")
+            if not (ROOT / path).exists() and not path.endswith(".service.d"):
+                missing.append(f"{doc.name}: {path}")
+    assert missing == []

@@ -12,32 +12,30 @@ import time
 
 import pytest
 from conftest import MODEL_CARD, ROOT
+from support.fakes import FakeEmotion, alternating, result
 from support.mqtt import DedupSubscriber, TcpProxy
 
 from appliance.capture.wav import read_wav
-from appliance.config import config_from_dict
-from appliance.ops.analysis import Session, broker_settings
+from appliance.config import MqttConfig, config_from_dict
+from appliance.ops.analysis import Session
 from appliance.ops.engines import Engines
-from appliance.pipeline.orchestrator import CallMeta
+from appliance.pipeline.call import CallMeta
 from appliance.publish import contract
 from appliance.publish.broker import LocalBroker, find_mosquitto
-from appliance.publish.mqtt import BrokerSettings, Publisher
-from appliance.store.db import Store
-from appliance.types import EmotionResult
+from appliance.publish.mqtt import Publisher
+from appliance.store.writer import Store
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
+
 
 DEMO = ROOT / "appliance" / "data" / "demo_call.wav"
 BOX = "box-01"
 
 
-class StubModel:
-    def new_state(self):
-        return {"n": 0}
-
-    def infer(self, audio, sr, state):
-        state["n"] += 1
-        return EmotionResult("angry" if state["n"] % 2 else "neutral", 0.8, 0.6, 0.4, -0.5, False)
+def StubModel() -> FakeEmotion:  # noqa: N802
+    return FakeEmotion(
+        alternating(result("angry", 0.8, 0.6, 0.4, -0.5), result("neutral", 0.8, 0.6, 0.4, -0.5))
+    )
 
 
 def outbox_ids(db_path) -> list[str]:
@@ -56,9 +54,9 @@ def integrity(db_path) -> str:
         con.close()
 
 
-def fast(url: str, **kw) -> BrokerSettings:
-    base = dict(url=url, box_id=BOX, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
-    return BrokerSettings(**{**base, **kw})
+def fast(url: str, **kw) -> MqttConfig:
+    base = dict(url=url, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
+    return MqttConfig(**{**base, **kw})
 
 
 def test_broker_stopped_killed_restarted_and_link_cut_during_calls(tmp_path):
@@ -70,7 +68,7 @@ def test_broker_stopped_killed_restarted_and_link_cut_during_calls(tmp_path):
     db = tmp_path / "box.db"
     cfg = config_from_dict({"box": {"id": BOX}})
     session = Session(cfg, db, Engines(StubModel(), None, 0.0), mqtt_url=None)
-    session.publisher = Publisher(db, fast(proxy.url))
+    session.publisher = Publisher(db, fast(proxy.url), box_id=BOX)
     session.publisher.start()
     session.pipeline.on_stored = session.publisher.wake
     rec = read_wav(DEMO)
@@ -143,19 +141,19 @@ def test_rows_a_killed_broker_lost_after_puback_are_sent_again(tmp_path):
 
     try:
         rows(10)
-        pub = Publisher(store.path, fast(broker.url))
+        pub = Publisher(store.path, fast(broker.url), box_id=BOX)
         pub.start()
         assert pub.flush(10)
         pub.stop()
         broker.restart()  # SIGTERM: saved (session, queue 1-10, checkpoint acked_seq=10)
         rows(20)
-        pub = Publisher(store.path, fast(broker.url))
+        pub = Publisher(store.path, fast(broker.url), box_id=BOX)
         pub.start()
         assert pub.flush(10)
         pub.stop()
         assert store.outbox_counts()["pending"] == 0  # all 30 acknowledged...
         broker.restart(kill=True)  # ...but rows 11-30 were only in the broker's memory
-        pub = Publisher(store.path, fast(broker.url))
+        pub = Publisher(store.path, fast(broker.url), box_id=BOX)
         pub.start()
         assert pub.flush(10)
         pub.stop()
@@ -178,7 +176,7 @@ def test_a_broker_restart_while_connected_resends_only_after_the_checkpoint(tmp_
         store = Store(tmp_path / "box.db", box_id=BOX)
         body = {"uptime_s": 1.0, "outbox_pending": 0, "broker_connected": True}
         store.write(messages=[("health", contract.new_message("health", BOX, body))] * 1)
-        pub = Publisher(store.path, fast(broker.url, checkpoint_interval=0.0))
+        pub = Publisher(store.path, fast(broker.url, checkpoint_interval=0.0), box_id=BOX)
         pub.start()
         try:
             assert pub.flush(10)
@@ -228,7 +226,8 @@ def test_fault_drill_real_cli_and_model(tmp_path):
 
 def test_broker_settings_from_config_are_used(tmp_path):
     cfg = config_from_dict({"box": {"id": "box-9"}, "mqtt": {"prefix": "acme"}})
-    s = broker_settings(cfg, "mqtt://127.0.0.1:1883")
-    pub = Publisher(tmp_path / "x.db", s)
+    pub = Publisher(
+        tmp_path / "x.db", cfg.mqtt_resolved("mqtt://127.0.0.1:1883"), box_id=cfg.box.id
+    )
     assert pub.status_topic == "acme/v1/box-9/status"
     assert pub.command_topic == "acme/v1/box-9/cmd/call"

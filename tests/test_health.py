@@ -6,7 +6,8 @@ import re
 import threading
 import time
 
-from appliance.ops.health import CpuMeter, HealthMonitor, prometheus_text, read_temperature
+from appliance.ops.health import CpuMeter, HealthMonitor, read_temperature
+from appliance.ops.metrics import prometheus_text
 from appliance.publish import contract
 
 
@@ -93,7 +94,7 @@ def test_cpu_meter(tmp_path):
 
 
 def test_watchdog_is_fed_only_while_capture_makes_progress(tmp_path, monkeypatch):
-    from test_daemon import FakeEngines, _cfg, _opts
+    from test_daemon import _cfg, _opts, fake_engines
 
     import appliance.ops.daemon as daemon_mod
 
@@ -148,7 +149,7 @@ def test_watchdog_is_fed_only_while_capture_makes_progress(tmp_path, monkeypatch
     rec = Recorder()
     d = daemon_mod.Daemon(
         _cfg(tmp_path),
-        engines=FakeEngines(),
+        engines=fake_engines(),
         source_factory=lambda p: Gated(),
         options=_opts(),
         notifier=rec,

@@ -14,10 +14,11 @@ import pytest
 from conftest import ROOT
 from support.mqtt import DedupSubscriber
 
+from appliance.config import MqttConfig
 from appliance.publish import contract
 from appliance.publish.broker import LocalBroker, find_mosquitto, free_port
-from appliance.publish.mqtt import BrokerSettings, Publisher
-from appliance.store.db import Store
+from appliance.publish.mqtt import Publisher
+from appliance.store.writer import Store
 
 FW = ROOT / "firmware_config" / "mosquitto"
 
@@ -88,11 +89,10 @@ def crm(pki: Path, port: int) -> DedupSubscriber:
     ).start()
 
 
-def box_settings(pki: Path, port: int, box: str, cert: str | None = None, **kw) -> BrokerSettings:
+def box_settings(pki: Path, port: int, box: str, cert: str | None = None, **kw) -> MqttConfig:
     cert = cert or box
     base = dict(
         url=f"mqtts://127.0.0.1:{port}",
-        box_id=box,
         ca_file=str(pki / "ca.crt"),
         cert_file=str(pki / f"{cert}.crt"),
         key_file=str(pki / f"{cert}.key"),
@@ -100,7 +100,7 @@ def box_settings(pki: Path, port: int, box: str, cert: str | None = None, **kw) 
         reconnect_max_delay=0.5,
         sync_timeout=3.0,
     )
-    return BrokerSettings(**{**base, **kw})
+    return MqttConfig(**{**base, **kw})
 
 
 def rows(store: Store, box: str, n: int) -> set[str]:
@@ -116,7 +116,7 @@ def test_box_publishes_with_its_client_certificate(tls_broker, tmp_path):
     sub = crm(pki, p_pass)
     store = Store(tmp_path / "box.db", box_id="box-01")
     ids = rows(store, "box-01", 12)
-    pub = Publisher(store.path, box_settings(pki, p_cert, "box-01"))
+    pub = Publisher(store.path, box_settings(pki, p_cert, "box-01"), box_id="box-01")
     pub.start()
     try:
         assert pub.flush(15), "nothing delivered over TLS"
@@ -137,7 +137,9 @@ def test_acl_pins_a_box_to_its_own_topics(tls_broker, tmp_path):
     store = Store(tmp_path / "imp.db", box_id="box-01")
     ids = rows(store, "box-01", 5)
     pub = Publisher(
-        store.path, box_settings(pki, p_cert, "box-01", cert="box-02", sync_timeout=0.5)
+        store.path,
+        box_settings(pki, p_cert, "box-01", cert="box-02", sync_timeout=0.5),
+        box_id="box-01",
     )
     pub.start()
     try:
@@ -157,16 +159,17 @@ def test_box_with_user_name_and_password(tls_broker, tmp_path):
     sub = crm(pki, p_pass)
     store = Store(tmp_path / "b3.db", box_id="box-03")
     ids = rows(store, "box-03", 4)
-    s = BrokerSettings(
+    secret = tmp_path / "box-03.password"
+    secret.write_text("box-03-secret\n")  # the password lives in a file, never in the config
+    s = MqttConfig(
         url=f"mqtts://127.0.0.1:{p_pass}",
-        box_id="box-03",
         username="box-03",
-        password="box-03-secret",
+        password_file=str(secret),
         ca_file=str(pki / "ca.crt"),
         reconnect_min_delay=0.1,
         reconnect_max_delay=0.5,
     )
-    pub = Publisher(store.path, s)
+    pub = Publisher(store.path, s, box_id="box-03")
     pub.start()
     try:
         assert pub.flush(15)
@@ -187,16 +190,14 @@ def test_refused_connections_keep_rows_pending(tls_broker, tmp_path, case):
     elif case == "untrusted server":
         s = box_settings(pki, p_cert, "box-01", ca_file=str(pki / "other.crt"))
     else:
-        s = BrokerSettings(
+        s = MqttConfig(
             url=f"mqtts://127.0.0.1:{p_pass}",
-            box_id="box-01",
             username="crm",
-            password="wrong",
             ca_file=str(pki / "ca.crt"),
             reconnect_min_delay=0.1,
             reconnect_max_delay=0.5,
         )
-    pub = Publisher(store.path, s)
+    pub = Publisher(store.path, s, box_id="box-01", password="wrong" if s.username else None)
     pub.start()
     try:
         assert not pub.flush(1.5)

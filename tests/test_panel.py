@@ -17,7 +17,7 @@ from support.sample import fill_sample, replay_call
 
 from appliance.panel import create_app, ensure_demo_user, users
 from appliance.panel.cli import route_lines
-from appliance.pipeline.orchestrator import CallMeta
+from appliance.pipeline.call import CallMeta
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {"/login", "/logout", "/healthz", "/static/<path:filename>"}
@@ -439,7 +439,8 @@ def test_health_page_without_and_with_daemon_snapshot(tmp_path):
     html = client.get("/health").get_data(as_text=True)
     assert "No data from the daemon yet" in html and "no data" in html
     assert client.get("/").status_code == 200  # empty database: Live still renders
-    from appliance.store import db as store
+    from appliance.store import settings
+    from appliance.store.connection import immediate
 
     # the shape appliance.ops.health writes (settings key `health`)
     snap = {
@@ -473,10 +474,8 @@ def test_health_page_without_and_with_daemon_snapshot(tmp_path):
         ],
         "emotion_model": {"name": "m", "version": "1"},
     }
-    with store.immediate(db):
-        db["settings"].upsert(
-            {"key": "health", "value": json.dumps(snap), "updated_at": time.time()}, pk="key"
-        )
+    with immediate(db):
+        settings.put_json(db, settings.HEALTH, snap)
     db.conn.close()
     html = client.get("/health").get_data(as_text=True)
     for text in (
@@ -550,7 +549,7 @@ def test_event_stream_reports_a_new_score_within_a_second(sample_db):
     while not events and time.monotonic() < deadline:
         time.sleep(0.05)
     assert events, "no initial live event"
-    from appliance.store.db import Store
+    from appliance.store.writer import Store
 
     store = Store(sample_db[0])
     try:

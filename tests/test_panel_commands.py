@@ -1,16 +1,22 @@
 """Calls started and ended from the panel reach the daemon's command poller."""
 
-import time
-
 from test_panel import SUP, app, login, page_token, sample_db  # noqa: F401  (fixtures)
 
-from appliance.ops.daemon import PanelCommands
+from appliance.publish.commands import CommandRouter, PanelCommandReader
 
 
 def test_panel_call_command_reaches_the_daemon(app, sample_db):  # noqa: F811
-    poller = PanelCommands(sample_db[0], since=time.time() - 1)
+    applied: list[dict] = []
+    poller = PanelCommandReader(sample_db[0], CommandRouter({"pos-7": applied.append}))
+
+    def poll() -> list[dict]:
+        poller.poll()
+        out = list(applied)
+        applied.clear()
+        return out
+
     try:
-        assert poller.poll() == []
+        assert poll() == []
         client = app.test_client()
         login(client)
         token = page_token(client)
@@ -20,19 +26,19 @@ def test_panel_call_command_reaches_the_daemon(app, sample_db):  # noqa: F811
             headers={"X-CSRFToken": token},
         )
         assert r.status_code == 202, r.get_data(as_text=True)
-        cmds = poller.poll()
+        cmds = poll()
         assert len(cmds) == 1
         assert (
             cmds[0]["position"] == "pos-7"
             and cmds[0]["action"] == "start"
             and cmds[0]["customer"] == "CRM-9"
         )
-        assert poller.poll() == []  # applied once
+        assert poll() == []  # applied once
         r = client.post(
             "/api/positions/pos-7/call", json={"action": "end"}, headers={"X-CSRFToken": token}
         )
         assert r.status_code == 202
-        assert [c["action"] for c in poller.poll()] == ["end"]
+        assert [c["action"] for c in poll()] == ["end"]
     finally:
         poller.close()
 

@@ -1,35 +1,22 @@
 """The pipeline through real WAV replay, real SQLite and (where marked) real models."""
 
 import json
-import threading
 
 import numpy as np
 import pytest
 from conftest import ROOT, needs_model
+from support.fakes import FakeEmotion, FakeTranscriber, constant, result
 
 from appliance.capture.wav import read_wav, write_wav
 from appliance.config import config_from_dict
 from appliance.ops.analysis import analyze_file
 from appliance.ops.engines import Engines
-from appliance.types import EmotionResult
 
 DEMO = ROOT / "appliance" / "data" / "demo_call.wav"
 
 
-class SpyModel:
-    """Records every buffer that reaches 'the model' (a unit-test seam; real-model tests below)."""
-
-    def __init__(self):
-        self.seen: list[np.ndarray] = []
-        self.lock = threading.Lock()
-
-    def new_state(self):
-        return {}
-
-    def infer(self, audio, sr, state):
-        with self.lock:
-            self.seen.append(audio.copy())
-        return EmotionResult("neutral", 0.9, 0.3, 0.0, 0.0, False)
+def SpyModel() -> FakeEmotion:  # noqa: N802 (records every buffer that reaches "the model")
+    return FakeEmotion(constant(result("neutral", 0.9, 0.3, 0.0, 0.0)))
 
 
 def agent_only_call(tmp_path):
@@ -111,18 +98,11 @@ def test_happy_to_angry_call_real_models(tmp_path):
 
 def test_back_pressure_sheds_text_before_scores(tmp_path):
     """A slow STT engine and a small queue: agent text is shed first, no score is dropped."""
-    import time as _time
 
     from appliance.ops.analysis import Session
-    from appliance.pipeline.orchestrator import CallMeta
-    from appliance.types import Transcript
+    from appliance.pipeline.call import CallMeta
 
-    class SlowStt:
-        name = "slow"
-
-        def transcribe(self, audio, sr):
-            _time.sleep(1.5)
-            return Transcript(text="fine thanks", engine="slow")
+    SlowStt = lambda: FakeTranscriber("fine thanks", delay_s=1.5)  # noqa: E731
 
     rec = read_wav(DEMO)
     session = Session(config_from_dict({}), tmp_path / "bp.db", Engines(SpyModel(), SlowStt(), 0.0))

@@ -15,10 +15,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from support.mqtt import DedupSubscriber
 
+from appliance.config import MqttConfig
 from appliance.publish import contract
 from appliance.publish.broker import LocalBroker, find_mosquitto, free_port
-from appliance.publish.mqtt import BrokerSettings, Publisher
-from appliance.store.db import Store, connect, outbox_status
+from appliance.publish.mqtt import Publisher
+from appliance.store.connection import connect
+from appliance.store.outbox import outbox_status
+from appliance.store.writer import Store
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
 
@@ -42,9 +45,9 @@ def live_call(call_id: str = "c-1") -> tuple[str, dict]:
     return ("call", contract.new_message("call", BOX, body))
 
 
-def settings(url: str, **kw) -> BrokerSettings:
-    base = dict(url=url, box_id=BOX, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
-    return BrokerSettings(**{**base, **kw})
+def settings(url: str, **kw) -> MqttConfig:
+    base = dict(url=url, reconnect_min_delay=0.1, reconnect_max_delay=0.5)
+    return MqttConfig(**{**base, **kw})
 
 
 def ids_in(store: Store) -> set[str]:
@@ -65,7 +68,7 @@ def mq(tmp_path):
 def test_rows_flow_in_seq_order_and_are_kept_with_a_sent_time(mq):
     b, sub, store = mq
     store.write(messages=health(30))
-    pub = Publisher(store.path, settings(b.url))
+    pub = Publisher(store.path, settings(b.url), box_id=BOX)
     pub.start()
     try:
         assert pub.flush(10)
@@ -171,7 +174,9 @@ def test_a_row_is_marked_sent_only_on_puback(tmp_path):
     hole = BlackHole()
     store = Store(tmp_path / "box.db", box_id=BOX)
     store.write(messages=health(5))
-    pub = Publisher(store.path, settings(f"mqtt://127.0.0.1:{hole.port}", sync_timeout=0.3))
+    pub = Publisher(
+        store.path, settings(f"mqtt://127.0.0.1:{hole.port}", sync_timeout=0.3), box_id=BOX
+    )
     pub.start()
     try:
         assert not pub.flush(1.0)
@@ -187,7 +192,7 @@ def test_a_row_is_marked_sent_only_on_puback(tmp_path):
 def test_inbound_garbage_through_a_real_broker_never_hurts(mq):
     b, sub, store = mq
     commands: list[dict] = []
-    pub = Publisher(store.path, settings(b.url), on_command=commands.append)
+    pub = Publisher(store.path, settings(b.url), box_id=BOX, on_command=commands.append)
     pub.start()
     attacker = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="attacker")
     attacker.connect("127.0.0.1", b.port)

@@ -5,37 +5,34 @@ import json
 import numpy as np
 import pytest
 from conftest import ROOT
+from support.fakes import FakeEmotion, engines, result
 
 from appliance.capture.wav import read_wav
 from appliance.config import config_from_dict
 from appliance.ops.analysis import Session
-from appliance.ops.engines import Engines
-from appliance.pipeline.orchestrator import CallMeta
-from appliance.types import EmotionResult
+from appliance.pipeline.call import CallMeta
 
 DEMO = ROOT / "appliance" / "data" / "demo_call.wav"
 
 
-class ScriptedModel:
-    """Says what the test scripts (a unit-test seam: the relationship logic is under test)."""
+class Mood:
+    """What the scripted customer sounds like on the next call (the relationship logic is under
+    test, not the model)."""
 
-    def __init__(self):
-        self.valence = 0.0
-        self.arousal = 0.3
+    valence = 0.0
+    arousal = 0.3
 
-    def new_state(self):
-        return {}
-
-    def infer(self, audio, sr, state):
-        label = "happy" if self.valence > 0.2 else "angry" if self.valence < -0.2 else "neutral"
-        return EmotionResult(label, 0.9, 0.5, self.arousal, self.valence, False)
+    def __call__(self, audio, sr, n):
+        v = self.valence
+        label = "happy" if v > 0.2 else "angry" if v < -0.2 else "neutral"
+        return result(label, 0.9, 0.5, self.arousal, v)
 
 
 def run_history(tmp_path, valences, arousal=0.3):
     rec = read_wav(DEMO)
-    model = ScriptedModel()
+    model = Mood()
     cfg = config_from_dict({"box": {"id": "rel-box"}})
-    session = Session(cfg, tmp_path / "rel.db", Engines(model, None, 0.0))
+    session = Session(cfg, tmp_path / "rel.db", engines(FakeEmotion(model)))
     states = []
     try:
         for v in valences:

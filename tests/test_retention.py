@@ -11,8 +11,9 @@ import pytest
 
 from appliance.config import RetentionConfig
 from appliance.publish import contract
-from appliance.store.db import Store, connect
+from appliance.store.connection import connect
 from appliance.store.retention import DAY, purge
+from appliance.store.writer import Store
 
 NOW = time.time()
 
@@ -174,25 +175,26 @@ def test_full_database_keeps_scores_and_outbox_drops_transcripts(tmp_path):
 
 def test_health_alarm_when_transcripts_are_suspended(tmp_path):
     from appliance.config import config_from_dict
-    from appliance.ops.health import HealthMonitor
+    from appliance.ops.health import HealthMonitor, RuntimeSnapshot, engines_info
 
-    class D:
-        pass
+    class Box:  # what health reads of a daemon (ops.health.HealthSource)
+        cfg = config_from_dict({"paths": {"db": str(tmp_path / "h.db")}})
+        db_path = tmp_path / "h.db"
+        started_at = time.time()
 
-    d = D()
-    d.cfg = config_from_dict({"paths": {"db": str(tmp_path / "h.db")}})
-    d.db_path = tmp_path / "h.db"
-    d.store = Store(d.db_path)
-    d.store.transcripts_suspended = True
-    d.pipeline = None
-    d.publisher = None
-    d.workers = {}
-    d.engines = None
-    d.started_at = time.time()
-    mon = HealthMonitor(d)
+        def runtime_snapshot(self):
+            return RuntimeSnapshot(transcripts_suspended=store.transcripts_suspended)
+
+        def engines_info(self):
+            return engines_info(None)
+
+    d = Box()
+    store = Store(d.db_path)
+    store.transcripts_suspended = True
+    mon = HealthMonitor(d, store)
     snap = mon.collect_and_store(publish=True)
     assert "disk_low" in snap["alarms"]
-    row = d.store.db.execute("SELECT payload FROM outbox WHERE kind='health'").fetchone()
+    row = store.db.execute("SELECT payload FROM outbox WHERE kind='health'").fetchone()
     assert "disk_low" in json.loads(row[0])["alarms"]
     mon.close()
-    d.store.close()
+    store.close()

@@ -5,7 +5,8 @@ import time
 import pytest
 
 from appliance.publish import contract
-from appliance.store.db import connect, migrate, outbox_status
+from appliance.store.connection import connect, migrate
+from appliance.store.outbox import outbox_status
 
 
 def _utt(call_id="c1", idx=0):
@@ -89,7 +90,7 @@ def test_seq_increases_across_writes(fresh_db):
 
 
 def test_full_disk_drops_transcripts_not_scores(tmp_path):
-    from appliance.store.db import Store
+    from appliance.store.writer import Store
 
     store = Store(tmp_path / "small.db", box_id="test-box")
     store.write_utterance(_utt(idx=0), None, [_msg(idx=0)], upserts={"calls": [_call()]})

@@ -145,7 +145,7 @@ def test_memory_deny_write_execute_matches_each_process(tmp_path):
     probe = _under_mdwe("pass")
     if probe.returncode == 77:
         pytest.skip("kernel without PR_SET_MDWE (Linux < 6.3)")
-    from appliance.store.db import Store
+    from appliance.store.writer import Store
 
     db = tmp_path / "a.db"
     Store(db).close()

@@ -134,7 +134,7 @@ def test_one_model_worker_per_stt_thread() -> None:
 
 def test_pipeline_stt_pool_follows_config(tmp_path) -> None:
     from appliance.pipeline.orchestrator import Pipeline
-    from appliance.store.db import Store
+    from appliance.store.writer import Store
 
     cfg = config_from_dict({"box": {"id": "t"}, "stt": {"workers": 3}})
     store = Store(tmp_path / "a.db", box_id="t")

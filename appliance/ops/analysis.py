@@ -12,9 +12,10 @@ from typing import Any
 from appliance.capture.sources import WavReplaySource
 from appliance.capture.wav import Recording, read_wav
 from appliance.config import AppConfig
-from appliance.pipeline.orchestrator import CallMeta, Pipeline
-from appliance.publish.mqtt import BrokerSettings, Publisher
-from appliance.store.db import Store
+from appliance.pipeline.call import CallMeta
+from appliance.pipeline.orchestrator import Pipeline
+from appliance.publish.mqtt import Publisher
+from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -36,27 +37,9 @@ def speakers_for(recording: Recording, channels: str | None) -> list[str]:
     return names
 
 
-def broker_settings(cfg: AppConfig, url: str) -> BrokerSettings:
-    m = cfg.mqtt
-    password = cfg.resolve(m.password_file).read_text().strip() if m.password_file else ""
-    return BrokerSettings(
-        url=url,
-        box_id=cfg.box.id,
-        prefix=m.prefix,
-        client_id=m.client_id,
-        username=m.username,
-        password=password,
-        ca_file=str(cfg.resolve(m.ca_file)) if m.ca_file else "",
-        cert_file=str(cfg.resolve(m.cert_file)) if m.cert_file else "",
-        key_file=str(cfg.resolve(m.key_file)) if m.key_file else "",
-        keepalive=m.keepalive,
-        batch_size=m.batch_size,
-    )
-
-
 def start_publisher(cfg: AppConfig, db_path: str | Path, url: str, on_command=None) -> Publisher:
     """A running publisher for `db_path` with the config's identity, prefix and TLS settings."""
-    publisher = Publisher(db_path, broker_settings(cfg, url), on_command=on_command)
+    publisher = Publisher(db_path, cfg.mqtt_resolved(url), box_id=cfg.box.id, on_command=on_command)
     publisher.start()
     return publisher
 

@@ -13,19 +13,10 @@ Start order (and the reverse on SIGTERM/SIGINT, Frigate-style):
 Stop: STOPPING=1 -> capture threads end (open calls are closed, their last utterances queued)
 -> pipeline drains its queue -> publisher flushes briefly and publishes `offline` -> store closes.
 
-Calls open and end three ways (per position):
-
-* auto: a call opens when the customer channel starts speaking after idle; it ends after
-  `SILENCE_END_S` seconds of silence on both channels.
-* CTI over MQTT (`<prefix>/v1/<box>/cmd/call`, schema cmd_call): `start` opens a call (or adopts
-  the call that speech opened a moment before) and sets its metadata; such a call ends only on
-  `end` (or after `MANAGED_SILENCE_END_S` of silence, a safety net for a lost `end`); `update`
-  changes the metadata of the current call (or of the next one when the position is idle).
-* the panel: it upserts a row in the `settings` table, key `cmd:<position>`, value = the same
-  JSON object as the CTI command (`{"position": "pos-1", "action": "start", "customer": "...",
-  "call_type": "support", "segment": "..."}`), `updated_at` = unix time. The daemon polls these
-  rows every `PANEL_POLL_S` and applies each new (`updated_at`, value) once; rows older than the
-  daemon's start are ignored. The daemon never deletes them.
+Calls open and end per position (`appliance.capture.position`): on customer speech, or on call
+commands from the CTI over MQTT and from the panel, which take one path
+(`appliance.publish.commands`): the publisher's subscription and the panel's `commands` rows
+both end in `CommandRouter.submit`.
 
 Tunables that are not (yet) config keys are the constants below; the environment overrides a few
 for tests and for systemd drop-ins: APPLIANCE_METRICS ("127.0.0.1:9108", "off"),
@@ -34,42 +25,38 @@ APPLIANCE_SILENCE_END_S, APPLIANCE_HEALTH_INTERVAL_S.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from appliance.config import AppConfig, PositionConfig
+from appliance.capture.position import (
+    MANAGED_SILENCE_END_S,
+    PREROLL_S,
+    RETRY_S,
+    SILENCE_END_S,
+    PositionTiming,
+    PositionWorker,
+    SourceFactory,
+    default_source_factory,
+)
+from appliance.config import AppConfig
+from appliance.ops.health import HealthMonitor, RuntimeSnapshot, engines_info
+from appliance.ops.metrics import start_metrics_server
 from appliance.ops.sdnotify import Notifier, watchdog_interval
-from appliance.pipeline.orchestrator import CallMeta, Pipeline
-from appliance.publish import contract
-from appliance.segment.vad import Segmenter
-from appliance.store.db import Store, connect
+from appliance.pipeline.orchestrator import Pipeline
+from appliance.publish.commands import CommandRouter, PanelCommandReader
+from appliance.store import settings
+from appliance.store.connection import connect
+from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
 
-SILENCE_END_S = 8.0
-"""Auto mode: a call ends after this much silence on both channels."""
-MANAGED_SILENCE_END_S = 600.0
-"""A call opened by CTI/panel ends on `end`, or after this much silence (lost `end`)."""
-PREROLL_S = 1.5
-"""Audio kept while idle and fed to a call that speech opened, so its first words are scored
-(speech must last `vad.min_speech` before it opens a call, which is known `vad.hangover`
-later: a click or a cough does not). Must exceed hangover + min_speech + vad.preroll."""
-RETRY_S = 3.0
-"""Wait before reopening a capture device that failed or vanished (USB unplugged); doubles
-while it stays away, up to 60 s."""
 PANEL_POLL_S = 0.5
 HEALTH_INTERVAL_S = 15.0
 """Health snapshot to settings `health` and Prometheus; published on MQTT every 4th time."""
@@ -77,21 +64,6 @@ HEALTH_PUBLISH_EVERY = 4
 STALL_S = 30.0
 """The watchdog stops being fed when a capture thread or the writer made no progress this long."""
 METRICS_DEFAULT = "127.0.0.1:9108"
-
-SourceFactory = Callable[[PositionConfig], Any]
-"""Builds a capture source for a position (`chunks()`, `close()`, `sample_rate`, `overruns`)."""
-
-
-def default_source_factory(pos: PositionConfig):
-    from appliance.capture.sources import SoundDeviceSource
-
-    return SoundDeviceSource(
-        pos.device,
-        pos.samplerate,
-        pos.channels.agent,
-        pos.channels.customer,
-        customer_device=pos.customer_device or None,
-    )
 
 
 def _env_float(name: str, default: float) -> float:
@@ -113,6 +85,11 @@ class DaemonOptions:
     metrics: str = METRICS_DEFAULT
     """host:port of the Prometheus text endpoint; "off" disables it; port 0 = any free port."""
 
+    def timing(self) -> PositionTiming:
+        return PositionTiming(
+            self.silence_end_s, self.managed_silence_end_s, self.preroll_s, self.retry_s
+        )
+
     @classmethod
     def from_env(cls, cfg: AppConfig | None = None) -> DaemonOptions:
         """The `[daemon]` config section; environment variables override it (systemd drop-ins, tests)."""
@@ -125,287 +102,6 @@ class DaemonOptions:
             health_interval_s=_env_float("APPLIANCE_HEALTH_INTERVAL_S", health),
             metrics=os.environ.get("APPLIANCE_METRICS", d.metrics_listen if d else METRICS_DEFAULT),
         )
-
-
-@dataclass
-class StreamStats:
-    """Per-position counters for health."""
-
-    audio_s: float = 0.0
-    feed_s: float = 0.0
-    calls: int = 0
-    source_overruns: int = 0
-    device_errors: int = 0
-    connected: bool = False
-    last_progress: float = field(default_factory=time.monotonic)
-    error: str = ""
-
-
-class PositionWorker:
-    """One position: reads its source, detects calls, feeds the pipeline, applies commands.
-
-    All call state lives in this worker's thread; commands from MQTT and the panel are queued and
-    applied between chunks, so no lock is needed around a call.
-    """
-
-    def __init__(
-        self,
-        pos: PositionConfig,
-        cfg: AppConfig,
-        pipeline: Pipeline,
-        factory: SourceFactory,
-        opts: DaemonOptions,
-        stop: threading.Event,
-    ):
-        self.pos = pos
-        self.cfg = cfg
-        self.pipeline = pipeline
-        self.factory = factory
-        self.opts = opts
-        self.stop_event = stop
-        self.stats = StreamStats()
-        self.commands: queue.Queue[dict] = queue.Queue(maxsize=64)
-        self.call = None
-        self.managed = False
-        self.pending_meta: CallMeta | None = None
-        self.source: Any = None
-        self._silence_s = 0.0
-        self._speech_run = 0.0
-        self._failures = 0
-        self._detector: Segmenter | None = None
-        self._preroll: collections.deque = collections.deque()
-        self._preroll_s = 0.0
-        self.thread = threading.Thread(target=self._run, name=f"capture-{pos.id}", daemon=True)
-
-    # -- public (other threads) ------------------------------------------------------------
-
-    def submit(self, cmd: dict) -> None:
-        try:
-            self.commands.put_nowait(cmd)
-        except queue.Full:
-            log.warning("position %s: command queue full, %s dropped", self.pos.id, cmd)
-
-    @property
-    def in_call(self) -> bool:
-        return self.call is not None
-
-    # -- thread ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.source = self.factory(self.pos)
-            except Exception as exc:
-                self._device_failed(f"cannot open capture device {self.pos.device!r}: {exc}")
-                continue
-            self.stats.connected = True
-            self.stats.error = ""
-            log.info("position %s: capturing from %s", self.pos.id, self.pos.device)
-            try:
-                for chunk in self.source.chunks():
-                    self._chunk(chunk)
-                    if self.stop_event.is_set():
-                        break
-                else:
-                    if not self.stop_event.is_set():
-                        self._device_failed("capture source ended")
-            except Exception as exc:
-                log.exception("position %s: capture failed", self.pos.id)
-                self._device_failed(f"capture failed: {exc}")
-            finally:
-                self.stats.connected = False
-                self._close_source()
-                self._end_call("source closed")
-        while not self.commands.empty():  # commands that arrive during shutdown open nothing
-            self.commands.get_nowait()
-
-    def _close_source(self) -> None:
-        src, self.source = self.source, None
-        if src is not None:
-            self.stats.source_overruns += int(getattr(src, "overruns", 0) or 0)
-            try:
-                src.close()
-            except Exception:
-                log.exception("position %s: closing the source", self.pos.id)
-
-    def _device_failed(self, reason: str) -> None:
-        self.stats.device_errors += 1
-        self.stats.error = reason[:200]
-        # back off (3, 6, 12 ... 60 s) while a device stays away; reset once it delivers audio
-        self._failures += 1
-        delay = min(self.opts.retry_s * 2 ** (self._failures - 1), max(self.opts.retry_s, 60.0))
-        level = (
-            logging.WARNING if self._failures <= 3 or self._failures % 20 == 0 else logging.DEBUG
-        )
-        log.log(level, "position %s: %s; retrying in %.0f s", self.pos.id, reason, delay)
-        self._end_call("device lost")
-        deadline = time.monotonic() + delay
-        while not self.stop_event.is_set() and time.monotonic() < deadline:
-            self.stats.last_progress = time.monotonic()  # waiting is progress, not a stall
-            self._apply_commands()
-            self.stop_event.wait(0.1)
-
-    # -- per chunk ---------------------------------------------------------------------------
-
-    def _chunk(self, chunk: dict) -> None:
-        now = time.monotonic()
-        self.stats.last_progress = now
-        self._failures = 0
-        self._apply_commands()
-        sr = self.source.sample_rate
-        n = len(next(iter(chunk.values())))
-        dur = n / sr
-        self.stats.audio_s += dur
-        if self.call is None:
-            self._idle_chunk(chunk, sr, dur)
-            return
-        t = time.perf_counter()
-        self.pipeline.feed(self.call, chunk)
-        self.stats.feed_s += time.perf_counter() - t
-        segs = self.call.segmenters
-        if any(s.speaking for s in segs.values()):
-            self._silence_s = 0.0
-        else:
-            self._silence_s += dur
-        limit = self.opts.managed_silence_end_s if self.managed else self.opts.silence_end_s
-        if self._silence_s >= limit:
-            self._end_call(f"{self._silence_s:.1f} s of silence")
-
-    def _idle_chunk(self, chunk: dict, sr: int, dur: float) -> None:
-        self._preroll.append(chunk)
-        self._preroll_s += dur
-        keep = max(self.opts.preroll_s, self.cfg.vad.hangover + self.cfg.vad.min_speech + 0.5)
-        while self._preroll_s - dur > keep and len(self._preroll) > 1:
-            old = self._preroll.popleft()
-            self._preroll_s -= len(next(iter(old.values()))) / sr
-        if self._detector is None or self._detector.sr != sr:
-            self._detector = Segmenter(sr, self.cfg.vad)
-        t = time.perf_counter()
-        self._detector.push(np.asarray(chunk["customer"], dtype=np.float32))
-        self.stats.feed_s += time.perf_counter() - t
-        # A click or a cough does not open a call: the detector stays "speaking" for the hangover
-        # after any onset, so it must stay so for hangover + min_speech (speech >= min_speech).
-        self._speech_run = self._speech_run + dur if self._detector.speaking else 0.0
-        if self._speech_run >= self.cfg.vad.hangover + self.cfg.vad.min_speech:
-            self._open_call(managed=False, why="customer speech")
-
-    # -- calls -------------------------------------------------------------------------------
-
-    def _meta(self, cmd: dict | None = None) -> CallMeta:
-        base = self.pending_meta or CallMeta(position=self.pos.id, call_type=self.pos.call_type)
-        if cmd:
-            base = replace(
-                base,
-                customer_ref=cmd.get("customer", base.customer_ref),
-                call_type=cmd.get("call_type", base.call_type),
-                segment=cmd.get("segment", base.segment),
-            )
-        return base
-
-    def _open_call(self, managed: bool, why: str, meta: CallMeta | None = None) -> None:
-        sr = self.source.sample_rate if self.source is not None else 16000
-        meta = meta or self._meta()
-        self.pending_meta = None
-        self.call = self.pipeline.open_call(meta, sr, source="live")
-        self.managed = managed
-        self._silence_s = 0.0
-        self.stats.calls += 1
-        log.info("position %s: call %s opened (%s)", self.pos.id, self.call.id, why)
-        preroll, self._preroll, self._preroll_s = list(self._preroll), collections.deque(), 0.0
-        self._detector = None
-        self._speech_run = 0.0
-        for c in preroll:
-            self.pipeline.feed(self.call, c)
-
-    def _end_call(self, why: str) -> None:
-        call, self.call = self.call, None
-        self.managed = False
-        self._silence_s = 0.0
-        self._detector = None
-        if call is not None:
-            log.info("position %s: call %s ends (%s)", self.pos.id, call.id, why)
-            self.pipeline.close_call(call)
-
-    def _apply_commands(self) -> None:
-        while True:
-            try:
-                cmd = self.commands.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._command(cmd)
-            except Exception:
-                log.exception("position %s: command %s failed", self.pos.id, cmd)
-
-    def _command(self, cmd: dict) -> None:
-        action = cmd.get("action", "update")
-        log.info("position %s: command %s from %s", self.pos.id, action, cmd.get("_via", "?"))
-        if action == "start":
-            if self.call is not None and not self.managed:
-                # speech opened the call a moment before the CTI event: adopt it
-                self.managed = True
-                self.pipeline.update_meta(self.call, self._meta_for_call(cmd))
-            else:
-                if self.call is not None:
-                    self._end_call("new call started")
-                self._open_call(managed=True, why="start command", meta=self._meta(cmd))
-        elif action == "update":
-            if self.call is not None:
-                self.pipeline.update_meta(self.call, self._meta_for_call(cmd))
-            else:
-                self.pending_meta = self._meta(cmd)
-        elif action == "end":
-            self._end_call("end command")
-            self.pending_meta = None
-
-    def _meta_for_call(self, cmd: dict) -> CallMeta:
-        m = self.call.meta
-        new = CallMeta(
-            position=m.position,
-            customer_ref=cmd.get("customer", m.customer_ref),
-            call_type=cmd.get("call_type", m.call_type),
-            segment=cmd.get("segment", m.segment),
-        )
-        self.call.meta = new  # the writer thread applies it with the row; set here for later reads
-        return new
-
-
-class PanelCommands:
-    """Polls `settings` rows `cmd:<position>` written by the panel (read-only connection)."""
-
-    def __init__(self, db_path, since: float):
-        self.db_path = db_path
-        self.since = since
-        self._seen: dict[str, tuple[float, str]] = {}
-        self._db = None
-
-    def poll(self) -> list[dict]:
-        if self._db is None:
-            self._db = connect(self.db_path, readonly=True)
-        rows = self._db.execute(
-            "SELECT key, value, updated_at FROM settings WHERE key LIKE 'cmd:%'"
-        ).fetchall()
-        out = []
-        for key, value, updated_at in rows:
-            stamp = (float(updated_at or 0.0), value or "")
-            if stamp[0] < self.since or self._seen.get(key) == stamp:
-                continue
-            self._seen[key] = stamp
-            try:
-                cmd = contract.parse_command((value or "").encode("utf-8"))
-            except contract.ContractError as exc:
-                log.warning("panel command %s rejected: %s", key, exc)
-                continue
-            if cmd["position"] != key[4:]:
-                log.warning("panel command %s names position %s", key, cmd["position"])
-                continue
-            out.append(cmd)
-        return out
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.conn.close()
-            self._db = None
 
 
 class Daemon:
@@ -430,18 +126,16 @@ class Daemon:
         self.publisher = None
         self.pipeline: Pipeline | None = None
         self.workers: dict[str, PositionWorker] = {}
-        self.health = None
+        self.router = CommandRouter({})
+        self.health: HealthMonitor | None = None
         self.metrics_server = None
-        self.panel: PanelCommands | None = None
+        self.panel: PanelCommandReader | None = None
         self.db_path = cfg.resolve(cfg.paths.db)
-        self.commands_applied = 0
-        self.commands_rejected = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        from appliance.ops.health import HealthMonitor, start_metrics_server
-
+        """The boot order: models, store, publisher, pipeline, health, commands, capture."""
         self.notifier.status("loading models")
         if self.engines is None:
             from appliance.ops.engines import load_engines
@@ -461,7 +155,7 @@ class Daemon:
                 self.cfg,
                 self.db_path,
                 self.cfg.mqtt.url,
-                on_command=lambda c: self.dispatch(c, via="mqtt"),
+                on_command=lambda c: self.router.submit(c, "mqtt"),
             )
         self.pipeline = Pipeline(
             self.cfg,
@@ -471,18 +165,20 @@ class Daemon:
             on_stored=self.publisher.wake if self.publisher else None,
             block_when_full=False,  # live capture must never stall
         )
-        self.health = HealthMonitor(self)
+        self.health = HealthMonitor(self, self.store)
         if self.opts.metrics and self.opts.metrics != "off":
             try:
                 self.metrics_server = start_metrics_server(self.opts.metrics, self.health)
             except OSError as exc:  # a busy port must not keep the calls from being analysed
                 log.error("metrics endpoint %s not started: %s", self.opts.metrics, exc)
-        self.panel = PanelCommands(self.db_path, since=self.started_at)
+        timing = self.opts.timing()
         for pos in self.cfg.positions:
-            w = PositionWorker(
-                pos, self.cfg, self.pipeline, self.source_factory, self.opts, self.stop_event
+            self.workers[pos.id] = PositionWorker(
+                pos, self.cfg, self.pipeline, self.source_factory, timing, self.stop_event
             )
-            self.workers[pos.id] = w
+        self.router.deliver = {pid: w.submit for pid, w in self.workers.items()}
+        self.panel = PanelCommandReader(self.db_path, self.router)
+        for w in self.workers.values():
             w.thread.start()
         log.info(
             "appliance running: %d position(s), db %s, mqtt %s",
@@ -493,26 +189,40 @@ class Daemon:
         self.notifier.ready(f"capturing {len(self.workers)} position(s)")
 
     def dispatch(self, cmd: dict, via: str = "mqtt") -> None:
-        """Route a validated cmd_call to its position (raises ValueError for an unknown one)."""
-        w = self.workers.get(cmd.get("position", ""))
-        if w is None:
-            self.commands_rejected += 1
-            raise ValueError(f"unknown position {cmd.get('position')!r}")
-        self.commands_applied += 1
-        w.submit({**cmd, "_via": via})
+        """Apply a call command as if it came from `via` (raises CommandRejected)."""
+        self.router.submit(cmd, via)
 
     def healthy(self) -> bool:
         """What the watchdog vouches for: writer alive, every capture thread alive and moving."""
-        if self.pipeline is None:
-            return False
-        writer = getattr(self.pipeline, "_writer", None)
-        if writer is not None and not writer.is_alive():
+        if self.pipeline is None or not self.pipeline.writer_alive:
             return False
         now = time.monotonic()
         for w in self.workers.values():
             if not w.thread.is_alive() or now - w.stats.last_progress > STALL_S:
                 return False
         return True
+
+    # -- what health reads -------------------------------------------------------------------
+
+    def engines_info(self) -> dict:
+        return engines_info(self.engines)
+
+    def runtime_snapshot(self) -> RuntimeSnapshot:
+        pipe, pub, store = self.pipeline, self.publisher, self.store
+        st = pipe.stats if pipe is not None else None
+        return RuntimeSnapshot(
+            streams=[w.snapshot() for w in self.workers.values()],
+            utterances=st.utterances if st else 0,
+            pipeline_overruns=st.overruns if st else 0,
+            processing_s=(st.emotion_s + st.stt_s) if st else 0.0,
+            latencies=list(st.latencies)[-200:] if st else [],
+            queue_depth=pipe.queue_depth if pipe is not None else 0,
+            transcripts_suspended=bool(store is not None and store.transcripts_suspended),
+            broker_connected=bool(pub is not None and pub.connected.is_set()),
+            commands_applied=self.router.applied,
+            commands_rejected=self.router.rejected
+            + (pub.commands_rejected if pub is not None else 0),
+        )
 
     def run(self) -> None:
         """Main loop until `stop_event`: panel commands, health, watchdog."""
@@ -526,11 +236,7 @@ class Daemon:
             if now >= next_panel:
                 next_panel = now + self.opts.panel_poll_s
                 try:
-                    for cmd in self.panel.poll():
-                        try:
-                            self.dispatch(cmd, via="panel")
-                        except ValueError as exc:
-                            log.warning("panel command rejected: %s", exc)
+                    self.panel.poll()
                 except Exception:
                     log.exception("polling panel commands")
             if now >= next_health:
@@ -621,7 +327,6 @@ def health_json(db_path) -> dict | None:
     """The last health snapshot the daemon wrote (for the panel and `appliance` tools)."""
     db = connect(db_path, readonly=True)
     try:
-        row = db.execute("SELECT value FROM settings WHERE key = 'health'").fetchone()
-        return json.loads(row[0]) if row else None
+        return settings.get_json(db, settings.HEALTH)
     finally:
         db.conn.close()

@@ -17,9 +17,11 @@ from pathlib import Path
 from appliance.capture.wav import read_wav
 from appliance.config import AppConfig, config_from_dict
 from appliance.ops.analysis import Session
-from appliance.pipeline.orchestrator import CallMeta
+from appliance.panel import queries
+from appliance.pipeline.call import CallMeta
 from appliance.publish.broker import LocalBroker
-from appliance.store.db import connect
+from appliance.store.connection import connect
+from appliance.store.outbox import outbox_status
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +60,20 @@ def demo_config(db: Path) -> AppConfig:
     )
 
 
-def counts(db_path: Path) -> dict:
-    db = connect(db_path)
+def summary(db_path: Path) -> dict[str, int]:
+    """Calls and utterances stored, messages published and pending."""
+    outbox = outbox_status(db_path)
+    db = connect(db_path, readonly=True)
     try:
-        q = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
-        return {
-            "calls": q("SELECT COUNT(*) FROM calls"),
-            "utterances": q("SELECT COUNT(*) FROM utterances"),
-            "published": q("SELECT COUNT(*) FROM outbox WHERE sent_at IS NOT NULL"),
-            "pending": q("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"),
-        }
+        c = queries.counts(db)
     finally:
         db.conn.close()
+    return {
+        "calls": c["calls"],
+        "utterances": c["utterances"],
+        "published": outbox["sent"],
+        "pending": outbox["pending"],
+    }
 
 
 def serve_panel(db_path: Path, port: int) -> tuple[object, str]:
@@ -123,7 +127,7 @@ def run_demo(
                 session.replay(rec, call.speakers, call.meta, speed=pace, source="demo")
         finally:
             session.close(flush_timeout=10.0)
-        result = {**counts(db), "db": str(db)}
+        result = {**summary(db), "db": str(db)}
         if not once and server is not None:
             _say(as_json, f"demo done: {result}. Panel stays up at {url} - Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):

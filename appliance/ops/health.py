@@ -22,19 +22,24 @@ Definitions:
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import re
 import shutil
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from appliance import __version__
+from appliance.capture.position import StreamSnapshot
+from appliance.config import AppConfig
 from appliance.publish import contract
+from appliance.store import settings
+from appliance.store.connection import connect
+from appliance.store.outbox import pending_count
+from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
 
@@ -102,150 +107,169 @@ def _safe_id(value: Any, default: str = "unknown") -> str:
     return s or default
 
 
-class HealthMonitor:
-    """Builds snapshots from a running `appliance.ops.daemon.Daemon` (or anything shaped like it)."""
+@dataclass(frozen=True)
+class RuntimeSnapshot:
+    """What health needs to know of the running daemon, read in one call."""
 
-    def __init__(self, daemon: Any):
-        self.d = daemon
+    streams: list[StreamSnapshot] = field(default_factory=list)
+    utterances: int = 0
+    pipeline_overruns: int = 0
+    processing_s: float = 0.0
+    """Emotion CPU seconds plus STT decode seconds since start."""
+    latencies: list[float] = field(default_factory=list)
+    """The newest utterance end -> commit latencies (s)."""
+    queue_depth: int = 0
+    transcripts_suspended: bool = False
+    broker_connected: bool = False
+    commands_applied: int = 0
+    commands_rejected: int = 0
+
+
+class HealthSource(Protocol):
+    """The daemon as health sees it: fixed facts and one snapshot call."""
+
+    cfg: AppConfig
+    db_path: Path
+    started_at: float
+
+    def runtime_snapshot(self) -> RuntimeSnapshot: ...
+
+    def engines_info(self) -> dict: ...
+
+
+def engines_info(engines: Any) -> dict:
+    """Emotion model and STT engine details for health, from loaded engines (or None)."""
+    emotion = getattr(engines, "emotion", None)
+    model_info = dict(getattr(emotion, "info", {}) or {})
+    transcriber = getattr(engines, "transcriber", None)
+    if transcriber is None:
+        stt = {"engine": "none", "model_version": ""}
+    else:
+        try:
+            from appliance.stt.engines import engine_info
+
+            stt = engine_info(transcriber)
+        except Exception:  # an exotic transcriber must not break health
+            stt = {"engine": getattr(transcriber, "name", "none"), "model_version": ""}
+    return {
+        "emotion": {k: model_info.get(k) for k in ("name", "version", "sha256", "providers")},
+        "stt": {k: stt.get(k) for k in ("engine", "model_version", "sha256")},
+    }
+
+
+class HealthMonitor:
+    """Builds snapshots of a `HealthSource` and stores them through its `Store`."""
+
+    def __init__(self, source: HealthSource, store: Store):
+        self.src = source
+        self.store = store
         self.cpu = CpuMeter()
         self._lock = threading.Lock()
         self._prev: dict[str, Any] = {}
         self._prev_t = time.monotonic()
         self.last: dict | None = None
+        self._last_alarms: list[str] | None = None
         self._read_db = None
 
-    # -- pieces ------------------------------------------------------------------------------
-
     def _outbox_pending(self) -> int:
-        from appliance.store.db import connect
-
         if self._read_db is None:
-            self._read_db = connect(self.d.db_path, readonly=True)
-        row = self._read_db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()
-        return int(row[0] or 0)
+            self._read_db = connect(self.src.db_path, readonly=True)
+        return pending_count(self._read_db)
 
-    def engines_info(self) -> dict:
-        engines = getattr(self.d, "engines", None)
-        emotion = getattr(engines, "emotion", None)
-        model_info = dict(getattr(emotion, "info", {}) or {})
-        transcriber = getattr(engines, "transcriber", None)
-        if transcriber is None:
-            stt = {"engine": "none", "model_version": ""}
-        else:
-            try:
-                from appliance.stt.engines import engine_info
-
-                stt = engine_info(transcriber)
-            except Exception:  # an exotic transcriber must not break health
-                stt = {"engine": getattr(transcriber, "name", "none"), "model_version": ""}
-        return {
-            "emotion": {k: model_info.get(k) for k in ("name", "version", "sha256", "providers")},
-            "stt": {k: stt.get(k) for k in ("engine", "model_version", "sha256")},
-        }
+    def _streams(self, rt: RuntimeSnapshot, dt: float) -> list[dict]:
+        out = []
+        for s in rt.streams:
+            prev = self._prev.get(f"stream:{s.position}", (0.0, 0.0))
+            d_audio, d_feed = s.audio_s - prev[0], s.feed_s - prev[1]
+            self._prev[f"stream:{s.position}"] = (s.audio_s, s.feed_s)
+            out.append(
+                {
+                    "position": s.position,
+                    "device": s.device,
+                    "connected": bool(s.connected),
+                    "in_call": s.in_call,
+                    "call_id": s.call_id,
+                    "calls": s.calls,
+                    "audio_s": round(s.audio_s, 1),
+                    "audio_rate": round(d_audio / dt, 3),
+                    "rtf": round(d_feed / d_audio, 4) if d_audio > 0 else None,
+                    "overruns": s.overruns,
+                    "device_errors": s.device_errors,
+                    "error": s.error or None,
+                }
+            )
+        return out
 
     # -- snapshot ----------------------------------------------------------------------------
 
     def collect(self) -> dict:
         """The full snapshot (settings `health`); `message_body` picks the published part."""
-        d = self.d
+        src = self.src
         with self._lock:
+            rt = src.runtime_snapshot()
             now = time.monotonic()
             dt = max(now - self._prev_t, 1e-6)
-            pipe = d.pipeline
-            pstats = pipe.stats if pipe is not None else None
-            streams = []
-            audio_total = feed_total = 0.0
-            source_overruns = 0
-            for pid, w in d.workers.items():
-                s = w.stats
-                src = w.source
-                cur = int(getattr(src, "overruns", 0) or 0) if src is not None else 0
-                src_over = s.source_overruns + cur
-                source_overruns += src_over
-                audio_total += s.audio_s
-                feed_total += s.feed_s
-                prev = self._prev.get(f"stream:{pid}", (0.0, 0.0))
-                d_audio, d_feed = s.audio_s - prev[0], s.feed_s - prev[1]
-                self._prev[f"stream:{pid}"] = (s.audio_s, s.feed_s)
-                streams.append(
-                    {
-                        "position": pid,
-                        "device": w.pos.device,
-                        "connected": bool(s.connected),
-                        "in_call": w.in_call,
-                        "call_id": w.call.id if w.call is not None else None,
-                        "calls": s.calls,
-                        "audio_s": round(s.audio_s, 1),
-                        "audio_rate": round(d_audio / dt, 3),
-                        "rtf": round(d_feed / d_audio, 4) if d_audio > 0 else None,
-                        "overruns": src_over,
-                        "device_errors": s.device_errors,
-                        "error": s.error or None,
-                    }
-                )
-            proc = feed_total + (pstats.emotion_s + pstats.stt_s if pstats else 0.0)
+            streams = self._streams(rt, dt)
+            audio_total = sum(s.audio_s for s in rt.streams)
+            proc = sum(s.feed_s for s in rt.streams) + rt.processing_s
+            source_overruns = sum(s.overruns for s in rt.streams)
             prev_audio, prev_proc = self._prev.get("total", (0.0, 0.0))
             d_audio, d_proc = audio_total - prev_audio, proc - prev_proc
             self._prev["total"] = (audio_total, proc)
             rtf = round(d_proc / d_audio, 4) if d_audio > 0 else None
-            pipe_over = pstats.overruns if pstats else 0
-            overruns = pipe_over + source_overruns
+            overruns = rt.pipeline_overruns + source_overruns
             new_overruns = overruns - self._prev.get("overruns", 0)
             self._prev["overruns"] = overruns
             self._prev_t = now
 
-            lat = list(pstats.latencies)[-200:] if pstats else []
+            lat = rt.latencies[-200:]
             latency_p95 = round(sorted(lat)[int(0.95 * (len(lat) - 1))], 3) if lat else None
             try:
                 pending = self._outbox_pending()
             except Exception:
                 log.exception("outbox count failed")
                 pending = 0
-            store = d.store
-            disk_free = _disk_free_mb(Path(d.db_path).parent)
+            disk_free = _disk_free_mb(Path(src.db_path).parent)
             temp = read_temperature()
-            pub = d.publisher
-            broker_connected = bool(pub is not None and pub.connected.is_set())
-            info = self.engines_info()
-            cfg = d.cfg
+            info = src.engines_info()
+            cfg = src.cfg
             alarms = []
             if pending > cfg.mqtt.outbox_max_rows:
                 alarms.append("outbox_full")
-            suspended = bool(getattr(store, "transcripts_suspended", False))
+            suspended = rt.transcripts_suspended
             if suspended or (disk_free is not None and disk_free < cfg.retention.min_free_mb):
                 alarms.append("disk_low")
             if new_overruns > 0:
                 alarms.append("overrun")
             if temp is not None and temp >= TEMP_ALARM_C:
                 alarms.append("temperature")
-            if cfg.mqtt.url and not broker_connected:
+            if cfg.mqtt.url and not rt.broker_connected:
                 alarms.append("broker_down")
             snap = {
                 "ts": round(time.time(), 3),
                 "box_id": cfg.box.id,
-                "uptime_s": round(max(0.0, time.time() - d.started_at), 1),
+                "uptime_s": round(max(0.0, time.time() - src.started_at), 1),
                 "cpu_percent": self.cpu.percent(),
                 "load1": _load1(),
                 "temperature_c": temp,
                 "rtf": rtf,
-                "queue_depth": int(pipe.queue_depth) if pipe is not None else 0,
+                "queue_depth": int(rt.queue_depth),
                 "overruns": int(overruns),
-                "pipeline_overruns": int(pipe_over),
-                "utterances": int(pstats.utterances) if pstats else 0,
+                "pipeline_overruns": int(rt.pipeline_overruns),
+                "utterances": int(rt.utterances),
                 "latency_p95_s": latency_p95,
                 "outbox_pending": int(pending),
                 "disk_free_mb": disk_free,
-                "broker_connected": broker_connected,
+                "broker_connected": rt.broker_connected,
                 "mqtt_enabled": bool(cfg.mqtt.url),
                 "transcripts_suspended": suspended,
-                "active_calls": sum(1 for w in d.workers.values() if w.in_call),
+                "active_calls": sum(1 for s in rt.streams if s.in_call),
                 "streams": streams,
                 "stt": info["stt"],
                 "emotion_model": info["emotion"],
                 "software_version": __version__,
-                "commands_applied": int(getattr(d, "commands_applied", 0)),
-                "commands_rejected": int(getattr(d, "commands_rejected", 0))
-                + int(getattr(pub, "commands_rejected", 0) if pub is not None else 0),
+                "commands_applied": int(rt.commands_applied),
+                "commands_rejected": int(rt.commands_rejected),
                 "alarms": alarms,
             }
             self.last = snap
@@ -281,17 +305,10 @@ class HealthMonitor:
         snap = self.collect()
         messages = []
         if publish:
-            msg = contract.new_message("health", self.d.cfg.box.id, self.message_body(snap))
+            msg = contract.new_message("health", self.src.cfg.box.id, self.message_body(snap))
             messages.append(("health", msg))
-        self.d.store.write(
-            upserts={
-                "settings": [
-                    {"key": "health", "value": json.dumps(snap), "updated_at": time.time()}
-                ]
-            },
-            messages=messages,
-        )
-        if snap["alarms"] and snap["alarms"] != getattr(self, "_last_alarms", None):
+        self.store.write(settings_json={settings.HEALTH: snap}, messages=messages)
+        if snap["alarms"] and snap["alarms"] != self._last_alarms:
             log.warning("health alarms: %s", ", ".join(snap["alarms"]))
         self._last_alarms = snap["alarms"]
         return snap
@@ -300,163 +317,3 @@ class HealthMonitor:
         if self._read_db is not None:
             self._read_db.conn.close()
             self._read_db = None
-
-
-# -- Prometheus text format ----------------------------------------------------------------------
-
-
-def _esc(v: Any) -> str:
-    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus_text(snap: dict | None) -> str:
-    """Exposition format 0.0.4 of a snapshot."""
-    if snap is None:
-        return "# no health snapshot yet\nappliance_up 1\n"
-    lines: list[str] = []
-
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict, Any]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            if value is None:
-                continue
-            if isinstance(value, bool):
-                value = int(value)
-            lab = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-            lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
-
-    g = "gauge"
-    metric("appliance_up", g, "The daemon is running.", [({}, 1)])
-    metric(
-        "appliance_uptime_seconds", g, "Seconds since the daemon started.", [({}, snap["uptime_s"])]
-    )
-    metric("appliance_cpu_percent", g, "CPU busy percent (all cores).", [({}, snap["cpu_percent"])])
-    metric("appliance_load1", g, "1-minute load average.", [({}, snap["load1"])])
-    metric(
-        "appliance_temperature_celsius", g, "Hottest thermal zone.", [({}, snap["temperature_c"])]
-    )
-    metric("appliance_rtf", g, "Processing seconds per audio second.", [({}, snap["rtf"])])
-    metric("appliance_queue_depth", g, "Jobs waiting for the writer.", [({}, snap["queue_depth"])])
-    metric(
-        "appliance_overruns_total",
-        "counter",
-        "Dropped utterances and input overflows.",
-        [({}, snap["overruns"])],
-    )
-    metric(
-        "appliance_outbox_pending",
-        g,
-        "Outbox rows not yet acknowledged.",
-        [({}, snap["outbox_pending"])],
-    )
-    metric(
-        "appliance_disk_free_bytes",
-        g,
-        "Free bytes on the database's file system.",
-        [({}, None if snap["disk_free_mb"] is None else int(snap["disk_free_mb"] * 1e6))],
-    )
-    metric(
-        "appliance_broker_connected",
-        g,
-        "1 while connected to the MQTT broker.",
-        [({}, snap["broker_connected"])],
-    )
-    metric("appliance_active_calls", g, "Calls in progress.", [({}, snap["active_calls"])])
-    metric(
-        "appliance_transcripts_suspended",
-        g,
-        "1 while transcripts are not stored (disk low).",
-        [({}, snap.get("transcripts_suspended", False))],
-    )
-    metric(
-        "appliance_utterances_total",
-        "counter",
-        "Utterances scored.",
-        [({}, snap.get("utterances", 0))],
-    )
-    metric(
-        "appliance_latency_p95_seconds",
-        g,
-        "p95 utterance end to committed scores.",
-        [({}, snap.get("latency_p95_s"))],
-    )
-    streams = snap.get("streams", [])
-    metric(
-        "appliance_stream_rtf",
-        g,
-        "Capture-thread seconds per audio second, per position.",
-        [({"position": s["position"]}, s["rtf"]) for s in streams],
-    )
-    metric(
-        "appliance_stream_connected",
-        g,
-        "1 while the position's device is open.",
-        [({"position": s["position"]}, s["connected"]) for s in streams],
-    )
-    metric(
-        "appliance_stream_overruns_total",
-        "counter",
-        "Input overflows per position.",
-        [({"position": s["position"]}, s["overruns"]) for s in streams],
-    )
-    metric(
-        "appliance_stream_calls_total",
-        "counter",
-        "Calls opened per position.",
-        [({"position": s["position"]}, s["calls"]) for s in streams],
-    )
-    metric(
-        "appliance_alarm",
-        g,
-        "1 for each raised alarm.",
-        [({"alarm": a}, 1) for a in snap.get("alarms", [])],
-    )
-    stt = snap.get("stt") or {}
-    emo = snap.get("emotion_model") or {}
-    metric(
-        "appliance_info",
-        g,
-        "Software, model and STT versions.",
-        [
-            (
-                {
-                    "software_version": snap.get("software_version", ""),
-                    "model_version": emo.get("version") or "",
-                    "stt_engine": stt.get("engine") or "none",
-                    "stt_model": stt.get("model_version") or "",
-                },
-                1,
-            )
-        ],
-    )
-    return "\n".join(lines) + "\n"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    monitor: HealthMonitor
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        if self.path.split("?")[0] not in ("/metrics", "/"):
-            self.send_error(404)
-            return
-        body = prometheus_text(self.server.monitor.last).encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("metrics: " + format, *args)
-
-
-def start_metrics_server(address: str, monitor: HealthMonitor) -> ThreadingHTTPServer:
-    """Serve Prometheus text on `host:port` (meant for 127.0.0.1) in a daemon thread."""
-    host, _, port = address.rpartition(":")
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _Handler)
-    server.daemon_threads = True
-    server.monitor = monitor  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    log.info("metrics on http://%s:%s/metrics", *server.server_address[:2])
-    return server

@@ -40,7 +40,7 @@ def _app_cfg() -> AppConfig:
 
 def effective(section: str, fields: tuple[str, ...]) -> dict:
     base = dataclasses.asdict(getattr(_app_cfg(), section))
-    override = queries.get_setting(pdb.get_db(), section) or {}
+    override = queries.get_override(pdb.get_db(), section) or {}
     return {k: override.get(k, base[k]) for k in fields}
 
 
@@ -128,7 +128,7 @@ def _save(section: str, fields: tuple[str, ...], label: str):
         flash(f"{label} not saved: {exc}", "error")
         return redirect(url_for("admin.index"))
     changes = {k: [before.get(k), v] for k, v in value.items() if before.get(k) != v}
-    queries.put_setting(db, section, value)
+    queries.put_override(db, section, value)
     users.audit(
         db,
         "setting_change",

@@ -13,7 +13,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 from appliance.panel import db as pdb
 from appliance.panel import queries, users
 from appliance.panel.views import configured_positions
-from appliance.store.db import connect
+from appliance.store import commands as command_rows
+from appliance.store.connection import connect
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -163,7 +164,8 @@ def ack(alert_id: str):
 
 @bp.post("/positions/<position>/call")
 def position_call(position: str):
-    """Start, update or end the call at a position: the daemon polls `settings` row `cmd:<position>`."""
+    """Start, update or end the call at a position: queued in `commands`, which the daemon polls
+    and applies through the same path as an MQTT command (`appliance.publish.commands`)."""
     from appliance.publish import contract
 
     body = request.get_json(silent=True)
@@ -175,13 +177,7 @@ def position_call(position: str):
     except contract.ContractError as exc:
         return _err(400, str(exc))
     db = pdb.get_db()
-    now = time.time()
-    with db.conn:
-        db.conn.execute(
-            "INSERT INTO settings(key, value, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            [f"cmd:{position}", json.dumps(cmd), now],
-        )
+    command_id, now = command_rows.enqueue(db, cmd, source="panel", user=g.user["name"])
     users.audit(
         db,
         "call_command",
@@ -189,7 +185,7 @@ def position_call(position: str):
         ip=request.remote_addr,
         detail={"position": position, "action": cmd.get("action", "start")},
     )
-    return jsonify({"queued": True, "command": cmd, "at": now}), 202
+    return jsonify({"queued": True, "id": command_id, "command": cmd, "at": now}), 202
 
 
 @bp.get("/health")
@@ -217,7 +213,7 @@ def stream():
             last_beat = t0 = time.monotonic()
             yield "retry: 2000\n\n"
             while time.monotonic() - t0 < max_s:
-                ver = db.execute("PRAGMA data_version").fetchone()[0]
+                ver = queries.data_version(db)
                 if ver != last_ver:
                     last_ver = ver
                     sig = queries.change_signature(db)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite_utils
 from flask import current_app, g
 
-from appliance.store.db import connect
+from appliance.store.connection import connect
 
 
 def get_db() -> sqlite_utils.Database:

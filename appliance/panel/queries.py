@@ -14,7 +14,9 @@ from typing import Any
 
 import sqlite_utils
 
-from appliance.store import db as store
+from appliance.store import alerts as alert_rows
+from appliance.store import outbox, settings
+from appliance.store.connection import immediate
 
 LIVE_STALE_S = 1800.0
 """A call still marked live without any new utterance for this long counts as idle (daemon gone)."""
@@ -438,15 +440,8 @@ def list_alerts(
 
 def ack_alert(db: sqlite_utils.Database, alert_id: str, user: str) -> dict | None:
     """Acknowledge an alert (idempotent); None when it does not exist."""
-    with store.immediate(db):
-        row = db.execute("SELECT acknowledged_at FROM alerts WHERE id = ?", [alert_id]).fetchone()
-        if row is None:
-            return None
-        if row[0] is None:
-            db.execute(
-                "UPDATE alerts SET acknowledged_at = ?, acknowledged_by = ? WHERE id = ?",
-                [time.time(), user, alert_id],
-            )
+    if not alert_rows.acknowledge(db, alert_id, user):
+        return None
     r = db.execute("SELECT * FROM alerts WHERE id = ?", [alert_id]).fetchone()
     cols = [d[0] for d in db.execute("SELECT * FROM alerts LIMIT 0").description]
     return _alert_row(dict(zip(cols, r, strict=True)))
@@ -469,7 +464,7 @@ def counts(db: sqlite_utils.Database) -> dict[str, int]:
 
 def health(db: sqlite_utils.Database) -> dict:
     """The daemon's health snapshot (settings key `health`) plus outbox counts computed here."""
-    row = db.execute("SELECT value, updated_at FROM settings WHERE key = 'health'").fetchone()
+    row = settings.get_with_time(db, settings.HEALTH)
     snapshot = _loads(row[0], None) if row else None
     if snapshot is not None and not isinstance(snapshot, dict):
         snapshot = {"value": snapshot}
@@ -477,11 +472,7 @@ def health(db: sqlite_utils.Database) -> dict:
         "SELECT COUNT(*), SUM(sent_at IS NULL), SUM(sent_at IS NOT NULL),"
         " MIN(CASE WHEN sent_at IS NULL THEN created_at END), MAX(sent_at) FROM outbox"
     ).fetchone()
-    by_kind = dict(
-        db.execute(
-            "SELECT kind, COUNT(*) FROM outbox WHERE sent_at IS NULL GROUP BY kind"
-        ).fetchall()
-    )
+    by_kind = outbox.pending_by_kind(db)
     now = time.time()
     return {
         "snapshot": snapshot,
@@ -498,16 +489,19 @@ def health(db: sqlite_utils.Database) -> dict:
     }
 
 
-def get_setting(db: sqlite_utils.Database, key: str) -> Any:
-    row = db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
-    return _loads(row[0], None) if row else None
+def data_version(db: sqlite_utils.Database) -> int:
+    """Changes when another connection committed (cheap: no table is read)."""
+    return int(db.execute("PRAGMA data_version").fetchone()[0])
 
 
-def put_setting(db: sqlite_utils.Database, key: str, value: Any) -> None:
-    with store.immediate(db):
-        db["settings"].upsert(
-            {"key": key, "value": json.dumps(value), "updated_at": time.time()}, pk="key"
-        )
+def get_override(db: sqlite_utils.Database, section: str) -> Any:
+    """An admin's override of a config section (None when there is none)."""
+    return settings.get_json(db, settings.override_key(section))
+
+
+def put_override(db: sqlite_utils.Database, section: str, value: Any) -> None:
+    with immediate(db):
+        settings.put_json(db, settings.override_key(section), value)
 
 
 def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -8,8 +8,6 @@ that names text or audio, whatever a schema file might say.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import time
@@ -135,12 +133,6 @@ def topic(prefix: str, box_id: str, kind: str) -> str:
     """`<prefix>/v1/<box>/<kind>`; inbound commands under `<prefix>/v1/<box>/cmd/<name>`."""
     leaf = "cmd/call" if kind == "cmd_call" else kind
     return f"{prefix}/v{SCHEMA_VERSION}/{box_id}/{leaf}"
-
-
-def pseudonymise(reference: str, key: bytes) -> str:
-    """Keyed hash of a customer reference: stable per box key, not reversible without it."""
-    digest = hmac.new(key, reference.encode("utf-8"), hashlib.sha256).hexdigest()
-    return "c-" + digest[:20]
 
 
 def parse_command(raw: Any) -> dict:

@@ -34,7 +34,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -42,54 +41,13 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 
 from appliance import __version__
+from appliance.config import MqttConfig
 from appliance.publish import contract
-from appliance.store.db import _last_seq, acked_watermark, connect, immediate, migrate
-
-CHECKPOINT_KEY = "mqtt.checkpoint"
+from appliance.store.outbox import OutboxCursor
 
 log = logging.getLogger(__name__)
 
 _NO_CHECKPOINT = -1
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    """Where and how to reach the broker."""
-
-    url: str
-    """mqtt://host:port or mqtts://host:port."""
-    box_id: str = "box-01"
-    """Box id in topics and in the client id."""
-    prefix: str = "callcenter"
-    """Topic prefix."""
-    client_id: str = ""
-    """Stable client id (persistent session); empty = appliance-<box id>."""
-    username: str = ""
-    """Broker user."""
-    password: str = ""
-    """Broker password (read from mqtt.password_file)."""
-    ca_file: str = ""
-    """CA bundle for TLS."""
-    cert_file: str = ""
-    """Client certificate for TLS."""
-    key_file: str = ""
-    """Client key for TLS."""
-    keepalive: int = 30
-    """Keep-alive seconds."""
-    batch_size: int = 100
-    """Rows taken from the outbox per round."""
-    max_inflight: int = 50
-    """Published rows awaiting PUBACK at most."""
-    reconnect_min_delay: float = 1.0
-    """First reconnect delay (s); doubles up to `reconnect_max_delay`."""
-    reconnect_max_delay: float = 30.0
-    """Longest reconnect delay (s)."""
-    checkpoint_interval: float = 2.0
-    """Seconds between retained status checkpoints while rows are being acknowledged."""
-    sync_timeout: float = 5.0
-    """Seconds to wait for the echo of our own status after a connect before sending anyway."""
-    resend_after: float = 60.0
-    """A row unacknowledged this long on a live connection is published again."""
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
@@ -119,10 +77,18 @@ class Publisher:
     def __init__(
         self,
         db_path: str | Path,
-        settings: BrokerSettings,
+        settings: MqttConfig,
+        box_id: str = "box-01",
+        password: str | None = None,
         on_command: Callable[[dict], None] | None = None,
     ):
+        """`settings` is the `[mqtt]` section with absolute file paths (`AppConfig.mqtt_resolved`);
+        `password` defaults to the content of its `password_file`."""
         self.settings = settings
+        self.box_id = box_id
+        if password is None and settings.password_file:
+            password = Path(settings.password_file).read_text().strip()
+        self.password = password or ""
         self.db_path = Path(db_path)
         self.on_command = on_command
         self.connected = threading.Event()
@@ -162,7 +128,7 @@ class Publisher:
         s = settings
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=s.client_id or f"appliance-{s.box_id}",
+            client_id=s.client_id or f"appliance-{self.box_id}",
             clean_session=False,
             protocol=mqtt.MQTTv311,
         )
@@ -173,9 +139,9 @@ class Publisher:
         )
         self._tls = tls
         self._configure(self.client)
-        self.status_topic = contract.topic(s.prefix, s.box_id, "status")
-        self.checkpoint_topic = contract.topic(s.prefix, s.box_id, "checkpoint")
-        self.command_topic = contract.topic(s.prefix, s.box_id, "cmd_call")
+        self.status_topic = contract.topic(s.prefix, self.box_id, "status")
+        self.checkpoint_topic = contract.topic(s.prefix, self.box_id, "checkpoint")
+        self.command_topic = contract.topic(s.prefix, self.box_id, "cmd_call")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -185,7 +151,7 @@ class Publisher:
         """Credentials and TLS (CA, client certificate and key) for a client of ours."""
         s = self.settings
         if s.username:
-            client.username_pw_set(s.username, s.password or None)
+            client.username_pw_set(s.username, self.password or None)
         if self._tls:
             client.tls_set(
                 ca_certs=s.ca_file or None,
@@ -211,7 +177,7 @@ class Publisher:
             log.error("refused to publish %s: %s", kind, exc)
             return None
         return (client or self.client).publish(
-            contract.topic(self.settings.prefix, self.settings.box_id, kind),
+            contract.topic(self.settings.prefix, self.box_id, kind),
             body,
             qos=1,
             retain=retain,
@@ -221,12 +187,12 @@ class Publisher:
         with self._lock:
             seq = self._last_seq
             acked = self._watermark if acked is None else acked
-        return contract.status_message(self.settings.box_id, state, seq, acked, __version__)
+        return contract.status_message(self.box_id, state, seq, acked, __version__)
 
     def _checkpoint_message(self, acked: int) -> dict:
         with self._lock:
             seq = self._last_seq
-        return contract.checkpoint_message(self.settings.box_id, seq, acked)
+        return contract.checkpoint_message(self.box_id, seq, acked)
 
     def _set_will(self) -> None:
         """The last will: offline, with the last checkpoint confirmed on the broker."""
@@ -239,17 +205,14 @@ class Publisher:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        db = connect(self.db_path)
+        db = OutboxCursor(self.db_path)
         try:
-            migrate(db)
             self._refresh_marks(db)
-            row = db.execute(
-                "SELECT value FROM settings WHERE key = ?", [CHECKPOINT_KEY]
-            ).fetchone()
-            with contextlib.suppress(TypeError, ValueError):
-                self._cp = self._cp_saved = min(int(row[0]), self._watermark)
+            saved = db.saved_checkpoint()
+            if saved is not None:
+                self._cp = self._cp_saved = min(saved, self._watermark)
         finally:
-            db.conn.close()
+            db.close()
         self._set_will()
         self.client.connect_async(self._host, self._port, keepalive=self.settings.keepalive)
         self.client.loop_start()
@@ -282,30 +245,26 @@ class Publisher:
         self.client.loop_stop()
         self._save_checkpoint()
 
-    def _save_checkpoint(self, db=None) -> None:
+    def _save_checkpoint(self, db: OutboxCursor | None = None) -> None:
         with self._lock:
             cp = self._cp
         if cp == self._cp_saved:
             return
         own = db is None
-        db = db or connect(self.db_path)
+        db = db or OutboxCursor(self.db_path)
         try:
-            db.conn.execute(
-                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key)"
-                " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                [CHECKPOINT_KEY, str(cp), time.time()],
-            )
+            db.save_checkpoint(cp)
             self._cp_saved = cp
         finally:
             if own:
-                db.conn.close()
+                db.close()
 
     def pending(self) -> int:
-        db = connect(self.db_path)
+        db = OutboxCursor(self.db_path)
         try:
-            return db.execute("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+            return db.pending_count()
         finally:
-            db.conn.close()
+            db.close()
 
     def flush(self, timeout: float) -> bool:
         """Block until the broker's checkpoint was handled and no outbox row is pending.
@@ -394,7 +353,7 @@ class Publisher:
         ready = threading.Event()
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"{s.client_id or 'appliance-' + s.box_id}-probe",
+            client_id=f"{s.client_id or 'appliance-' + self.box_id}-probe",
             clean_session=True,
             protocol=mqtt.MQTTv311,
         )
@@ -417,7 +376,7 @@ class Publisher:
                 contract.check_payload("checkpoint", data)
             except (ValueError, TypeError, RecursionError, contract.ContractError):
                 return  # not a status (or an empty retained message clearing the topic)
-            if data.get("box_id") != s.box_id:
+            if data.get("box_id") != self.box_id:
                 return
             if data["msg_id"] == probe["msg_id"]:
                 echo.set()
@@ -450,7 +409,7 @@ class Publisher:
     # -- worker thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        db = connect(self.db_path)
+        db = OutboxCursor(self.db_path)
         try:
             while not self._stop.is_set():
                 self._wake.wait(0.02 if self._infos else 0.25)
@@ -467,10 +426,10 @@ class Publisher:
                     time.sleep(0.5)
             self._collect_acks(db)
         finally:
-            db.conn.close()
+            db.close()
 
     def _refresh_marks(self, db) -> None:
-        wm, last = acked_watermark(db), _last_seq(db)
+        wm, last = db.marks()
         with self._lock:
             self._watermark, self._last_seq = wm, last
 
@@ -491,11 +450,7 @@ class Publisher:
             del self._infos[seq]
         if acked:
             ts = time.time()
-            with immediate(db):
-                db.conn.executemany(
-                    "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
-                    [(ts, s) for s in acked],
-                )
+            db.mark_sent(acked, ts)
             for seq in acked:
                 del self._infos[seq]
             self.acked += len(acked)
@@ -525,20 +480,11 @@ class Publisher:
                 " publishes as box %s?",
                 checkpoint,
                 last,
-                self.settings.box_id,
+                self.box_id,
             )
             return
         floor = max(checkpoint, 0)
-        with immediate(db):
-            cur = db.conn.execute(
-                "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL AND seq > ?", [floor]
-            )
-            n = cur.rowcount or 0
-            if n:
-                db.conn.execute(
-                    "INSERT INTO events (at, kind, detail) VALUES (?, 'outbox_resend', ?)",
-                    [time.time(), json.dumps({"checkpoint": checkpoint, "rows": n})],
-                )
+        n = db.unmark_after(floor, checkpoint)
         if n:
             self.resent += n
             log.warning(
@@ -552,10 +498,7 @@ class Publisher:
         room = max(0, 2 * self.settings.max_inflight - len(self._infos))
         if room == 0:
             return
-        rows = db.execute(
-            "SELECT seq, kind, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
-            [min(self.settings.batch_size, room) + len(self._infos) + len(self._skip)],
-        ).fetchall()
+        rows = db.pending(min(self.settings.batch_size, room) + len(self._infos) + len(self._skip))
         sent = []
         for seq, kind, payload in rows:
             if seq in self._infos or seq in self._skip:
@@ -580,11 +523,7 @@ class Publisher:
             sent.append(seq)
             self.published += 1
         if sent:
-            with immediate(db):
-                db.conn.executemany(
-                    "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?",
-                    [(s,) for s in sent],
-                )
+            db.count_attempt(sent)
 
     def _maybe_checkpoint(self, db) -> None:
         with self._lock:

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.store.db import connect, immediate, migrate
+from appliance.store import outbox
+from appliance.store.connection import connect, immediate, migrate
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +124,8 @@ def purge(db_path: str | Path, retention_cfg: Any, now: float | None = None) -> 
 
 def _remember_last_seq(db) -> None:
     """Keep the highest seq ever issued in settings, so pruning every row never restarts seq."""
-    from appliance.store import db as store
-
-    key = getattr(store, "LAST_SEQ_KEY", "outbox.last_seq")
     with immediate(db):
-        row = db.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0),"
-            " COALESCE((SELECT CAST(value AS INTEGER) FROM settings WHERE key = ?), 0))",
-            [key],
-        ).fetchone()
-        if row[0]:
-            db.execute(
-                "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                [key, str(int(row[0])), time.time()],
-            )
+        outbox.remember_last_seq(db)
 
 
 def _count(db) -> dict[str, int]:

@@ -32,8 +32,9 @@ import numpy as np
 from appliance.capture.sources import WavReplaySource
 from appliance.capture.wav import Recording, read_wav
 from appliance.config import AppConfig, config_from_dict
-from appliance.pipeline.orchestrator import CallMeta, Pipeline
-from appliance.store.db import Store
+from appliance.pipeline.call import CallMeta
+from appliance.pipeline.orchestrator import Pipeline
+from appliance.store.writer import Store
 
 CALL_SECONDS = 70.0
 STAGGER_S = 1.7
@@ -138,6 +139,10 @@ def run_calls(
         engines.transcriber,
         on_stored=publisher.wake if publisher else None,
     )
+    ends: dict[tuple[str, int], tuple[str, float, float]] = {}
+    pipe.listeners.append(
+        lambda c: ends.__setitem__((c.call_id, c.index), (c.speaker, c.ended_at, c.stt_s))
+    )
     cpu0 = time.process_time()
     t0 = time.monotonic()
     stagger = min(STAGGER_S, STAGGER_SPAN_S / n_calls)
@@ -186,7 +191,7 @@ def run_calls(
         publisher.stop()
     if receiver is not None:
         time.sleep(0.5)  # the last PUBACKed messages are still on their way to the subscriber
-        result.update(receiver.latencies(pipe.stats.utterance_ends))
+        result.update(receiver.latencies(ends))
         receiver.close()
     if speed > 0:
         less_stt = (

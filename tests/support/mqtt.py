@@ -1,12 +1,16 @@
-"""MQTT helpers for tests and drills: a de-duplicating CRM-style subscriber and a TCP proxy
-that can sever a live connection (a broker that vanishes without a FIN)."""
+"""MQTT helpers for tests and drills: a raw collector of every message, a de-duplicating
+CRM-style subscriber and a TCP proxy that can sever a live connection (a broker that vanishes
+without a FIN)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import threading
 import time
+
+import paho.mqtt.client as mqtt
 
 from appliance.publish.broker import BrokerError, free_port
 
@@ -204,3 +208,46 @@ class TcpProxy:
         self.sever()
         self._thread.join(2)
         self._server.close()
+
+
+class Collector:
+    """A QoS 1 subscriber that records every message on a topic filter."""
+
+    def __init__(self, url: str, topic: str = "#"):
+        from appliance.publish.mqtt import parse_url
+
+        host, port, _ = parse_url(url)
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"collector-{time.monotonic_ns()}"
+        )
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "subscriber did not subscribe"
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload))
+
+    def payloads(self, suffix: str | None = None) -> list[dict]:
+        with self._lock:
+            msgs = list(self.messages)
+        return [json.loads(p) for t, p in msgs if suffix is None or t.endswith(suffix)]
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= n:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()

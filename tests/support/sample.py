@@ -10,7 +10,6 @@ Used by the panel tests and for working on the pages without the trained model:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,9 @@ import numpy as np
 
 from appliance.capture.wav import Recording
 from appliance.config import AppConfig, config_from_dict
-from appliance.pipeline.orchestrator import CallMeta
-from appliance.types import EmotionResult, Transcript
+from appliance.pipeline.call import CallMeta
+from appliance.types import EmotionResult
+from support.fakes import FakeEmotion, FakeTranscriber, engines
 
 SR = 16000
 BASE_HZ, STEP_HZ = 180.0, 10.0
@@ -151,20 +151,11 @@ def synth(script: list[tuple], gap: float = 0.9, overtalk_at: int | None = None)
     return Recording(channels=(chans["agent"], chans["customer"]), sample_rate=SR)
 
 
-class ScriptedEmotion:
-    """Stand-in for appliance.emotion.model.EmotionModel: reads the script line from the tone's pitch."""
+def scripted_emotion(script: list[tuple]) -> FakeEmotion:
+    """An emotion engine that reads the script line from the tone's pitch and says its label."""
 
-    info = {"name": "scripted", "version": "0", "sha256": "", "providers": []}
-
-    def __init__(self, script: list[tuple]):
-        self.script = script
-
-    def new_state(self) -> dict:
-        return {}
-
-    def infer(self, audio: np.ndarray, sr: int, state: dict) -> EmotionResult:
-        i = _index(audio, sr)
-        _, _, _, valence, arousal, label = self.script[min(i, len(self.script) - 1)]
+    def say(audio: np.ndarray, sr: int, n: int) -> EmotionResult:
+        _, _, _, valence, arousal, label = script[min(_index(audio, sr), len(script) - 1)]
         valence = 0.0 if valence is None else valence
         arousal = 0.0 if arousal is None else arousal
         return EmotionResult(
@@ -176,25 +167,12 @@ class ScriptedEmotion:
             uncertain=False,
         )
 
-
-class ScriptedTranscriber:
-    """Stand-in for a Transcriber: returns the script's (already redacted) text."""
-
-    name = "scripted"
-
-    def __init__(self, script: list[tuple]):
-        self.script = script
-
-    def transcribe(self, audio: np.ndarray, sr: int) -> Transcript:
-        i = _index(audio, sr)
-        return Transcript(text=self.script[min(i, len(self.script) - 1)][2], engine="scripted")
+    return FakeEmotion(say)
 
 
-@dataclasses.dataclass
-class _Engines:
-    emotion: object
-    transcriber: object
-    load_s: float = 0.0
+def scripted_transcriber(script: list[tuple]) -> FakeTranscriber:
+    """A recogniser that returns the script line's (already redacted) text."""
+    return FakeTranscriber(lambda audio, sr: script[min(_index(audio, sr), len(script) - 1)][2])
 
 
 def sample_config(
@@ -227,7 +205,7 @@ def replay_call(
     session = Session(
         sample_config(db_path),
         db_path,
-        _Engines(ScriptedEmotion(script), ScriptedTranscriber(script)),
+        engines(scripted_emotion(script), scripted_transcriber(script)),
     )
     try:
         if not leave_open:
@@ -279,7 +257,7 @@ def fill_sample(db_path: str | Path) -> dict:
     )
     ids["live"] = [live]
     # spread the finished calls over the last days (the pipeline stamps them all "now")
-    from appliance.store.db import connect
+    from appliance.store.connection import connect
 
     db = connect(db_path)
     try:

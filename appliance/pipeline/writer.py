@@ -1,0 +1,196 @@
+"""The single writer's work: an utterance's stages -> scores, alerts, rows, one transaction.
+
+`CallWriter` runs on the pipeline's writer thread only, so the per-call scorer and rule state
+need no lock. It composes the scoring stage (text sentiment, fusion, call metrics, rules,
+relationship) with the pure row builders of `records` and hands the result to the store in one
+transaction with its outbox messages.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from appliance.config import AppConfig
+from appliance.pipeline import records
+from appliance.pipeline.call import CallSession
+from appliance.pipeline.records import CallFacts, UtteranceScores
+from appliance.publish import contract
+from appliance.scoring import relationship, sentiment
+from appliance.scoring.call import ScoredUtterance, fuse
+from appliance.store.settings import segment_key
+from appliance.store.writer import Store
+from appliance.types import EmotionResult, Transcript, Utterance
+
+#: Customer utterances whose indices the evidence of an alert lists.
+EVIDENCE_UTTERANCES = 6
+
+
+class CallWriter:
+    """Scores and stores what the stages produced, per call, in commit order."""
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        store: Store,
+        customer_id: Callable[[str], str],
+        key_phrases: Sequence[str] = sentiment.DEFAULT_KEY_PHRASES,
+    ):
+        self.cfg = cfg
+        self.store = store
+        self.customer_id = customer_id
+        """How a customer reference leaves the box (`appliance.publish.pseudonym`)."""
+        self.key_phrases = key_phrases
+
+    def facts(self, call: CallSession) -> CallFacts:
+        m = call.meta
+        return CallFacts(
+            call_id=call.id,
+            position=m.position,
+            customer_ref=m.customer_ref,
+            customer_id=self.customer_id(m.customer_ref) if m.customer_ref else "",
+            call_type=m.call_type,
+            segment=m.segment,
+            source=call.source,
+            started_at=call.started_at,
+        )
+
+    def _message(self, kind: str, body: dict, now: float | None = None) -> tuple[str, dict]:
+        return kind, contract.new_message(kind, self.cfg.box.id, body, now)
+
+    # -- an utterance ------------------------------------------------------------------------
+
+    def score(
+        self,
+        call: CallSession,
+        utt: Utterance,
+        emotion: EmotionResult | None,
+        transcript: Transcript | None,
+    ) -> UtteranceScores:
+        """Text signals and fusion for one utterance; adds it to the call's scorer."""
+        text = transcript.text if transcript else None
+        n_words = len(text.split()) if text else 0
+        is_customer = utt.speaker == "customer"
+        text_sent = sentiment.text_sentiment(text) if (text and is_customer) else None
+        phrases = sentiment.key_phrases(text, self.key_phrases) if (text and is_customer) else []
+        fused = fuse(emotion, text_sent, n_words) if is_customer else None
+        wpm = round(60.0 * n_words / utt.duration, 1) if n_words and utt.duration > 0 else None
+        scored = ScoredUtterance(
+            index=utt.index,
+            speaker=utt.speaker,
+            start=utt.start,
+            end=utt.end,
+            emotion=emotion,
+            sentiment=fused.value if fused else None,
+            sentiment_confidence=fused.confidence if fused else 0.0,
+            n_words=n_words,
+            key_phrases=phrases,
+        )
+        call.scorer.add(scored)
+        return UtteranceScores(utt, emotion, transcript, text_sent, scored, phrases, wpm)
+
+    def write_utterance(
+        self,
+        call: CallSession,
+        utt: Utterance,
+        emotion: EmotionResult | None,
+        transcript: Transcript | None,
+    ) -> None:
+        """Score one utterance, evaluate the rules and commit it with its messages."""
+        s = self.score(call, utt, emotion, transcript)
+        alerts: list[Any] = []
+        if utt.speaker == "customer":
+            evidence = {
+                "utterances": [u.index for u in call.scorer.customer()[-EVIDENCE_UTTERANCES:]],
+                "trajectory": call.scorer.trajectory()[-EVIDENCE_UTTERANCES:],
+            }
+            alerts = call.rules.evaluate(call.scorer.signals(), at=utt.end, evidence=evidence)
+        now = time.time()
+        facts = self.facts(call)
+        messages = [self._message("utterance", records.utterance_body(s, facts), now)]
+        alert_rows = []
+        for a in alerts:
+            row, msg = self._alert(call, facts, a, at=a.at, threshold=a.threshold, now=now)
+            alert_rows.append(row)
+            messages.append(msg)
+        call_row, call_msg = self._call(call, facts, "live", ended_at=None)
+        messages.append(call_msg)
+        keep_text = transcript is not None and self.cfg.policy.store_transcripts
+        self.store.write_utterance(
+            records.utterance_row(s, call.id, now),
+            records.transcript_row(transcript, call.id, now) if keep_text else None,
+            messages,
+            upserts={"calls": [call_row], "alerts": alert_rows},
+        )
+        call.results.append(records.utterance_result(s))
+
+    # -- calls and alerts -------------------------------------------------------------------
+
+    def _alert(
+        self,
+        call: CallSession,
+        facts: CallFacts,
+        finding: Any,
+        at: float,
+        threshold: float | None = None,
+        now: float | None = None,
+    ) -> tuple[dict, tuple[str, dict]]:
+        now = time.time() if now is None else now
+        row, body, entry = records.alert_records(
+            finding, facts, str(uuid.uuid4()), at, threshold, now
+        )
+        call.alerts.append(entry)
+        return row, self._message("alert", body)
+
+    def _call(
+        self, call: CallSession, facts: CallFacts, state: str, ended_at: float | None
+    ) -> tuple[dict, tuple[str, dict]]:
+        row, body = records.call_records(
+            facts,
+            state,
+            call.scorer.summary(),
+            call.scorer.trajectory(),
+            len(call.alerts),
+            ended_at,
+        )
+        return row, self._message("call", body)
+
+    def write_call(self, call: CallSession) -> None:
+        """The call opened or its metadata changed: a live `call` row and message."""
+        row, msg = self._call(call, self.facts(call), "live", ended_at=None)
+        self.store.write(upserts={"calls": [row]}, messages=[msg])
+
+    def end_call(self, call: CallSession) -> None:
+        """The call ended: its summary, and the customer's and segment's relationship."""
+        facts = self.facts(call)
+        row, msg = self._call(call, facts, "ended", ended_at=time.time())
+        messages = [msg]
+        upserts: dict[str, list[dict]] = {"calls": [row], "alerts": [], "relationships": []}
+        settings: dict[str, Any] = {}
+        summary = call.scorer.summary()
+        call.summary = {**summary, "alerts": len(call.alerts)}
+        ref = call.meta.customer_ref
+        if ref:
+            now = time.time()
+            state, signals = relationship.update_customer(
+                self.store.customer_state(ref), call.id, summary, now
+            )
+            rel_row, rel_body = records.relationship_records(state, facts, now)
+            upserts["relationships"].append(rel_row)
+            messages.append(self._message("relationship", rel_body))
+            if call.meta.segment:
+                seg_state, seg_signals = relationship.update_segment(
+                    self.store.segment_state(call.meta.segment),
+                    call.meta.segment,
+                    call.id,
+                    summary.get("sentiment_mean"),
+                )
+                settings[segment_key(call.meta.segment)] = seg_state
+                signals = [*signals, *seg_signals]
+            for sig in signals:
+                arow, amsg = self._alert(call, facts, sig, at=summary["duration"])
+                upserts["alerts"].append(arow)
+                messages.append(amsg)
+        self.store.write(upserts=upserts, messages=messages, settings_json=settings)
