@@ -165,62 +165,59 @@ def digit_runs(text: str) -> list[str]:
     tokens = [t for t in re.split(r"[\s,;:!?()\"]+", text) if t]
     runs: list[str] = []
     cur = ""
-    pending_tens = ""
+    tens = ""  # "forty" waiting for a unit ("forty five" -> 45)
+    times = 1  # "double"/"triple" waiting for what it repeats
+
+    def emit(digits: str) -> None:
+        nonlocal cur, times
+        cur += digits * times if len(digits) <= 2 else digits[0] * (times - 1) + digits
+        times = 1
+
+    def brk(*extra: str) -> None:
+        nonlocal cur, tens, times
+        if tens:
+            emit(tens)
+            tens = ""
+        runs.extend([cur, *extra])
+        cur, times = "", 1
+
     for raw in tokens:
-        parts = [p for p in re.split(r"[.\-/]+", raw) if p] or [raw]
-        for tok in parts:
-            if tok[0] in "$£€":  # an amount, not digits of a number read out
-                cur += pending_tens
-                pending_tens = ""
-                runs.append(cur)
-                cur = ""
+        for tok in [p for p in re.split(r"[.\-/]+", raw) if p] or [raw]:
+            if tok[0] in "$£€" or tok.startswith("["):
+                brk()  # an amount or a tag: what a reader takes in a row ends here
             elif any(c.isdigit() for c in tok) and re.search(r"[a-z]", tok.rstrip("stndrh")):
-                # a code like "GB82" or "ABC1234567": its digits are a run of their own
-                cur += pending_tens
-                pending_tens = ""
-                runs += [cur, "".join(c for c in tok if c.isdigit())]
-                cur = ""
-            elif any(c.isdigit() for c in tok):
-                cur += pending_tens + "".join(c for c in tok if c.isdigit())
-                pending_tens = ""
-            elif tok in _UNITS:
-                if pending_tens and tok not in ZEROS and tok != "zero":
-                    cur += pending_tens[0] + _UNITS[tok]
+                brk(*re.findall(r"\d+", tok))  # "GB82", "ABC1234567": digits of their own
+            elif any(c.isdigit() for c in tok) or tok in _UNITS or tok in _TEENS:
+                d = "".join(c for c in tok if c.isdigit()) or _UNITS.get(tok) or _TEENS[tok]
+                if tens and tok in _UNITS and _UNITS[tok] != "0":
+                    emit(tens[0] + d)
                 else:
-                    cur += pending_tens + _UNITS[tok]
-                pending_tens = ""
-            elif tok in _TEENS:
-                cur += pending_tens + _TEENS[tok]
-                pending_tens = ""
+                    if tens:
+                        emit(tens)
+                    emit(d)
+                tens = ""
             elif tok in _TENS:
-                cur += pending_tens
-                pending_tens = _TENS[tok] + "0"
+                if tens:
+                    emit(tens)
+                if times > 1:
+                    emit(_TENS[tok] + "0")
+                    tens = ""
+                else:
+                    tens = _TENS[tok] + "0"
             elif tok in ("double", "triple"):
-                cur += pending_tens
-                pending_tens = ""
-                cur += "?"  # the next digit repeats: mark it, expanded below
+                if tens:
+                    emit(tens)
+                    tens = ""
+                times = 2 if tok == "double" else 3
             elif tok == "hundred":
-                cur += pending_tens + "00"
-                pending_tens = ""
-            elif tok in _SKIP or tok.startswith("["):
-                if tok.startswith("["):  # a tag ends what a reader can take in a row
-                    cur += pending_tens
-                    pending_tens = ""
-                    runs.append(cur)
-                    cur = ""
-            else:
-                cur += pending_tens
-                pending_tens = ""
-                runs.append(cur)
-                cur = ""
-    runs.append(cur + pending_tens)
-    out = []
-    for r in runs:
-        # "double five" -> "?5" -> "55"
-        r = re.sub(r"\?(\d)", r"\1\1", r).replace("?", "")
-        if r:
-            out.append(r)
-    return out
+                if tens:
+                    emit(tens)
+                    tens = ""
+                emit("00")
+            elif tok not in _SKIP:
+                brk()
+    brk()
+    return [r for r in runs if r]
 
 
 def grams(digits: str, n: int = 4) -> set[str]:
