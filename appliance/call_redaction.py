@@ -15,20 +15,25 @@ What it does:
   PIN; `cue_kinds`) arms the call for `arm_s` seconds of call time: the customer's next digit
   sequence is judged as that answer, however short ("737", "oh eight twenty nine", "twelfth of
   march"). A sensitive answer re-arms for its follow-ups (after a card: expiry and CVV).
-- **Holding.** A customer utterance that carries digits (as digits, number words, or a tag the
-  per-utterance redaction already put there; while a date is expected, month names and
-  ordinals too) opens or joins the *digit sequence* and is held. The agent's utterances with
-  digits join an open sequence (read-backs are judged with what they repeat). Fillers-only
-  utterances ("okay", "uh", "and then") never close a sequence. The sequence closes on a customer
-  utterance with other words, when `hold_timeout_s` of call time pass without a new digit
-  utterance (`expire`), or at the call's end (`close`).
+- **Holding.** A customer utterance that is mostly digits (digits, number words, or a tag the
+  per-utterance redaction already put there, with at most 3 other words; while armed, any
+  utterance with digits, and while a date is expected, month names and ordinals too) opens or
+  joins the *digit sequence* and is held, and every later utterance waits behind it. A
+  sentence that mentions a number unprompted ("it was 45 dollars on the 5th") joins an open
+  sequence but does not open one. The agent's utterances with digits join an open sequence
+  (read-backs are judged with what they repeat); an agent utterance asking for something else
+  closes it. Fillers-only utterances ("okay", "uh", "and then") never close a sequence. The
+  sequence closes on a customer utterance with other words, when `hold_timeout_s` of call time
+  pass without a new digit utterance (`expire`), or at the call's end (`close`).
 - **Judging.** A closed sequence is judged as a whole: the customer's digits joined over all its
   utterances (length, Luhn, brand IIN ranges, expiry and CVV shapes) and the armed kind. It is
   sensitive when armed, when it carries a tag, when the joined digits reach 6 (the module-wide
   invariant of `appliance.redact`, now across utterances), or when it repeats 4 digits in a row
-  of an earlier sensitive sequence of this call (kept only as salted hashes of 4-digit windows).
-  Every utterance of a sensitive sequence is re-redacted with `redact(text, expect=TAG)` and
-  `redact_words(words, expect=TAG)`, so text and word timings lose the same tokens.
+  of an earlier sensitive sequence of this call (kept only as salted hashes of 4-digit windows,
+  so the context never holds a card number after judging it). Every utterance of a sensitive
+  sequence is re-redacted with `redact(text, expect=TAG)` and `redact_words(words,
+  expect=TAG)`, so text and word timings lose the same tokens. Agent digits outside a sequence
+  are judged alone: redacted while armed (3+ digits) or when they repeat an earlier answer.
 - **Pause.** `pause()`/`resume()` (a `cmd/call` command) and an automatic pause when the agent
   asks for payment data (`auto_pause_kinds`), resumed when the answer's sequence closes (or
   `arm_s` after the prompt if none came). Every utterance that overlaps a paused interval, of
@@ -37,12 +42,16 @@ What it does:
 How a writer must use it (one `CallRedaction` per call, only ever from the writer thread):
 
 1. For each utterance, once its stages are done, call `add(index, speaker, start, end,
-   transcript)` -- in call order (utterance index order) where it can; the context keeps the
-   order it is given. Hold the *whole* utterance row (scores, transcript row, key phrases and
-   text sentiment, outbox messages, live display) until the context releases that index.
-2. Write what `add`, `expire` and `close` return, in the order returned (index order): use
-   `Released.transcript` (never the transcript given to `add`) for the transcript row and for
-   everything derived from text; store `Released.paused` with it.
+   transcript)` in utterance index order (the order the VAD closed them; gaps from dropped
+   utterances are fine). Both speakers go through the same context: a prompt must be added
+   before its answer for the automatic pause to cover the answer (arming itself is judged by
+   call time, so a late prompt still arms). Hold the *whole* utterance row (scores, transcript
+   row, key phrases and text sentiment, outbox messages, live display) until it is released.
+2. Write what `add`, `expire` and `close` return, in the order returned: the order of `add`,
+   held utterances sorted by index, nothing overtaking a held one. Use `Released.transcript`
+   (never the transcript given to `add`) for the transcript row and for everything derived
+   from text (word count, speaking rate, text sentiment, key phrases); store `Released.paused`
+   with it (a paused row has `text=""`, `words=()`; its emotion and timing scores are stored).
 3. Call `expire(watermark)` while utterances are held, where `watermark` is call time up to
    which no utterance can still arrive that starts earlier: the audio position, or the start
    of the earliest utterance still being cut (VAD open) or transcribed, whichever is smaller.
@@ -91,6 +100,7 @@ _DATE_KINDS = frozenset({"DOB", "EXPIRY"})
 # digit sequence even unprompted. A sentence that mentions a number ("it was 45 dollars on the
 # 5th") only joins one that is open, or opens one while the call is armed.
 _DOMINANT_MAX_WORDS = 3
+_EVENTS_KEPT = 64
 
 # What an utterance asks for or announces, on normalised text ("what's the card number?").
 _CUES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -296,7 +306,7 @@ class CallRedaction:
         elif seq is not None and kinds and start >= seq.last_end:
             self._close_sequence()  # the agent asks the next question: that answer is complete
         if kinds:
-            self._events.append(_Event(start, end, kinds, self.settings.arm_s))
+            self._arm(_Event(start, end, kinds, self.settings.arm_s))
             if speaker == "agent" and self._auto_pause_for(kinds, text):
                 self._pauses.append(_Pause(end, None, "payment"))
         if content:
@@ -392,6 +402,10 @@ class CallRedaction:
         """Month names and ordinals are part of the answer while a date is expected."""
         return item.datey and bool(self._armed_at(item.start) & _DATE_KINDS)
 
+    def _arm(self, event: _Event) -> None:
+        self._events.append(event)
+        del self._events[:-_EVENTS_KEPT]  # a long call keeps only its recent prompts
+
     def _armed_at(self, t: float) -> frozenset[str]:
         """Kinds of the latest arming event at call time t (none once its window has passed).
 
@@ -452,7 +466,7 @@ class CallRedaction:
         if "CARD" in follow:
             follow |= {"CVV", "EXPIRY"}
         window = self.settings.follow_s
-        self._events.append(_Event(seq.last_end, seq.last_end, frozenset(follow), window))
+        self._arm(_Event(seq.last_end, seq.last_end, frozenset(follow), window))
         if kinds & self.settings.auto_pause_kinds:
             # the payment answer closed: the automatic pause its prompt opened ends with it
             for p in self._pauses:
@@ -491,8 +505,8 @@ class CallRedaction:
 
     def _final(self, item: _Item) -> Released:
         tr = item.transcript
-        if tr is not None and self._in_pause(item):
-            blank = replace(tr, text="", words=())
+        if self._in_pause(item):
+            blank = replace(tr, text="", words=()) if tr is not None else None
             return Released(item.index, item.speaker, item.start, item.end, blank, True)
         if tr is None or item.tag is None:
             return Released(item.index, item.speaker, item.start, item.end, tr)

@@ -105,6 +105,8 @@ _LEAD_IN = frozenset(
 )  # fmt: skip
 # Inside a spoken date: "the twelfth of march, nineteen eighty five".
 _DATE_GLUE = frozenset({"of", "the", "and", "in", "-", "/", ",", ""})
+# Words a recogniser writes for a digit ("for" for four): digits only inside a known answer.
+_HOMOPHONES = frozenset({"for", "fore", "to", "too", "ate", "won", "free", "tree", "nein"})
 # Not the domain of a spoken e-mail: "at the shop dot ..." is not an address.
 _NOT_A_DOMAIN = frozenset(
     {"the", "a", "an", "my", "your", "our", "this", "that", "home", "work", "least", "all",
@@ -363,7 +365,12 @@ def _spans(
     if expect:
         _expected(tokens, nt, tk, expect)
     _token_backstop(tokens, tk)
-    return sorted(tk.spans)
+    merged: list[tuple[int, int, str]] = []
+    for a, b, tag in sorted(tk.spans):
+        if merged and merged[-1][1] == a and merged[-1][2] == tag:
+            a = merged.pop()[0]  # "[CVV] [CVV]" -> "[CVV]": one answer, one tag
+        merged.append((a, b, tag))
+    return merged
 
 
 def _expected(tokens: Sequence[str], nt: list[str], tk: _Taker, expect: str) -> None:
@@ -386,6 +393,12 @@ def _expected(tokens: Sequence[str], nt: list[str], tk: _Taker, expect: str) -> 
     for i, t in enumerate(tokens):
         if not tk.taken[i] and any(c.isdigit() for c in t):
             tk.take(i, i + 1, expect)
+    # "for five three nine", "one to three": a homophone next to the answer's digits is a digit
+    for order in (range(len(nt)), range(len(nt) - 1, -1, -1)):
+        for i in order:
+            near = (i > 0 and tk.taken[i - 1]) or (i + 1 < len(nt) and tk.taken[i + 1])
+            if not tk.taken[i] and nt[i] in _HOMOPHONES and near:
+                tk.take(i, i + 1, expect)
 
 
 def _token_backstop(tokens: Sequence[str], tk: _Taker) -> None:

@@ -155,8 +155,9 @@ def spoken_digits(words: list[str]) -> str:
         w = words[i]
         nxt = words[i + 1] if i + 1 < len(words) else ""
         if w in REPEAT:
-            if nxt in UNITS:
-                out.append(str(UNITS[nxt]) * REPEAT[w])
+            value = UNITS.get(nxt, TEENS.get(nxt, TENS.get(nxt)))
+            if value is not None:  # "double five" -> 55, "double fifty" -> 5050
+                out.append(str(value) * REPEAT[w])
                 i += 2
             else:
                 i += 1

@@ -458,3 +458,49 @@ def test_ordinary_numbers_stay_readable_without_a_prompt(lines, gap) -> None:
     c.end()
     for r in c.stored:
         assert r.transcript.text == c.said[r.index] and r.redacted == (), r
+
+
+def test_agent_question_closes_the_answer_before_it() -> None:
+    c = Call(auto_pause=False)
+    c.say("agent", "Card number please?")
+    a = c.say("customer", "4539 1488 0343 6467")
+    assert c.ctx.holding(a)
+    c.say("agent", "And the expiry date?")
+    assert not c.ctx.holding(a)
+    b = c.say("customer", "oh eight twenty nine")
+    c.end()
+    assert c.text_of(a) == "[CARD]" and c.text_of(b) == "[EXPIRY]"
+
+
+def test_out_of_order_adds_are_released_in_index_order_while_held() -> None:
+    ctx = CallRedaction(CallRedactionSettings(auto_pause=False))
+    ctx.add(0, "agent", 0.0, 2.0, stt("What's the security code?"))
+    assert ctx.add(2, "customer", 3.0, 4.0, stt("737")) == []
+    # a late utterance with a lower index goes before the held one, not behind it
+    assert [r.index for r in ctx.add(1, "agent", 2.1, 2.9, stt("take your time"))] == [1]
+    out = ctx.add(3, "customer", 5.0, 6.0, stt("that's it"))
+    assert [r.index for r in out] == [2, 3]
+    assert out[0].transcript.text == "[CVV]" and out[0].redacted == ("CVV",)
+
+
+def test_paused_row_without_transcript() -> None:
+    ctx = CallRedaction()
+    ctx.pause(at=0.0)
+    (r,) = ctx.add(0, "customer", 1.0, 2.0, None)
+    assert r.paused and r.transcript is None
+
+
+def test_words_follow_the_text() -> None:
+    c = Call(auto_pause=False)
+    c.say("agent", "Can I have the card number?")
+    a = c.say("customer", "uh four five three nine")
+    b = c.say("customer", "one four eight eight okay")
+    c.say("customer", "that's the first half")
+    c.end()
+    for i in (a, b):
+        r = c.stored[i]
+        words = [w.text for w in r.transcript.words]
+        assert len(words) == len(c.said[i].split())
+        kept = [t for t in r.transcript.text.split() if "[" not in t]
+        assert [w for w in words if "[" not in w] == kept
+    assert c.text_of(a) == "uh [CARD]" and c.text_of(b) == "[CARD] okay"

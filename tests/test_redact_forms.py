@@ -225,6 +225,9 @@ def test_ssn(text: str) -> None:
         ("ID", "six seven eight nine", "[ID]"),
         ("CARD", "1, 4, 8, 8", "[CARD]"),
         ("PIN", "it's 0 4 2 7 okay", "it's [PIN] okay"),
+        ("CVV", "for five three", "[CVV]"),
+        ("CARD", "one to three for", "[CARD]"),
+        ("CVV", "it's for you", "it's for you"),
     ],
 )
 def test_expect(expect: str, text: str, out: str) -> None:
