@@ -15,20 +15,20 @@ What it does:
   PIN; `cue_kinds`) arms the call for `arm_s` seconds of call time: the customer's next digit
   sequence is judged as that answer, however short ("737", "oh eight twenty nine", "twelfth of
   march"). A sensitive answer re-arms for its follow-ups (after a card: expiry and CVV).
-- **Holding.** A customer utterance that is mostly digits (digits, number words, or a tag the
-  per-utterance redaction already put there, with at most 3 other words; while armed, any
-  utterance with digits, and while a date is expected, month names and ordinals too) opens or
-  joins the *digit sequence* and is held, and every later utterance waits behind it. A
-  sentence that mentions a number unprompted ("it was 45 dollars on the 5th") joins an open
-  sequence but does not open one. The agent's utterances with digits join an open sequence
-  (read-backs are judged with what they repeat); an agent utterance asking for something else
-  closes it. Fillers-only utterances ("okay", "uh", "and then") never close a sequence. The
-  sequence closes on a customer utterance with other words, when `hold_timeout_s` of call time
-  pass without a new digit utterance (`expire`), or at the call's end (`close`).
+- **Holding.** A customer utterance that carries digits (digits, number words, or a tag the
+  per-utterance redaction already put there; while a date is expected, month names and
+  ordinals too) opens or joins the *digit sequence* and is held, and every later utterance waits
+  behind it. The agent's utterances with digits join an open sequence (read-backs are judged
+  with what they repeat); an agent utterance asking for something else closes it.
+  Fillers-only utterances ("okay", "uh", "and then") never close a sequence. The sequence
+  closes on a customer utterance with other words, when `hold_timeout_s` of call time pass
+  without a new digit utterance (`expire`), or at the call's end (`close`).
 - **Judging.** A closed sequence is judged as a whole: the customer's digits joined over all its
   utterances (length, Luhn, brand IIN ranges, expiry and CVV shapes) and the armed kind. It is
-  sensitive when armed, when it carries a tag, when the joined digits reach 6 (the module-wide
-  invariant of `appliance.redact`, now across utterances), or when it repeats 4 digits in a row
+  sensitive when armed, when it carries a tag, when a number read across utterances reaches 6
+  digits (the invariant of `appliance.redact`, across rows: utterances chain while one ends
+  with a number and the next starts with one, give or take 6 words; numbers mid-sentence do
+  not chain, so "order 4521" / "it came on the 5th" stay readable), or when it repeats 4 digits in a row
   of an earlier sensitive sequence of this call (kept only as salted hashes of 4-digit windows,
   so the context never holds a card number after judging it). Every utterance of a sensitive
   sequence is re-redacted with `redact(text, expect=TAG)` and `redact_words(words,
@@ -71,6 +71,7 @@ from dataclasses import dataclass, field, replace
 from .redact import redact, redact_words
 from .redact_numbers import (
     JOINERS,
+    Run,
     card_brand,
     find_runs,
     is_date_token,
@@ -96,10 +97,13 @@ _DIGIT_TAGS = frozenset(
     {"CARD", "CVV", "EXPIRY", "DOB", "ID", "IBAN", "ACCOUNT", "PIN", "PHONE", "NUMBER"}
 )
 _DATE_KINDS = frozenset({"DOB", "EXPIRY"})
-# An utterance with digits and at most this many other words is a digit utterance: it opens a
-# digit sequence even unprompted. A sentence that mentions a number ("it was 45 dollars on the
-# 5th") only joins one that is open, or opens one while the call is armed.
-_DOMINANT_MAX_WORDS = 3
+# A number read over several utterances continues from the end of one to the start of the
+# next ("okay so the first ones are 4539" / "1488 ..."): at most this many other words before
+# the first number, or after the last, still count as "at the edge". Numbers mentioned
+# mid-sentence ("it was 45 dollars and it came on the 5th of June") do not chain.
+_EDGE_WORDS = 6
+# Within one utterance, numbers at most this many words apart read as one ("four are 453").
+_JOIN_WORDS = 3
 _EVENTS_KEPT = 64
 
 # What an utterance asks for or announces, on normalised text ("what's the card number?").
@@ -174,9 +178,9 @@ class CallRedactionSettings:
     """How long a prompt (or a sensitive answer) arms the call for the answer, and how long an
     automatic pause waits for one: long enough for "hold on, let me get my card"."""
     follow_s: float = 20.0
-    """How long a sensitive answer arms the call for its follow-ups (after a card number: the
-    expiry and security code said without a new prompt, or the rest of the number after an
-    interruption)."""
+    """How long after a sensitive answer the call stays armed for its follow-ups (after a card
+    number: the expiry and security code said without a new prompt, the rest of the number
+    after an interruption); never shorter than what is left of the prompt's `arm_s`."""
     auto_pause: bool = True
     """Pause transcription when the agent asks for `auto_pause_kinds`, until the answer closes."""
     auto_pause_kinds: frozenset[str] = PAYMENT_KINDS
@@ -230,8 +234,13 @@ class _Item:
     tags: frozenset[str] = frozenset()
     """Digit-kind tags the per-utterance redaction already put in the text."""
     datey: bool = False
-    dominant: bool = False
-    """Mostly digits ("it's 4539", "okay one four eight eight"), not a sentence with a number."""
+    runs: tuple[int, ...] = ()
+    """Digits of each number of the utterance, numbers at most `_JOIN_WORDS` words apart taken
+    as one ("the next four are 453" reads as a continuation, not as two numbers)."""
+    lead: bool = False
+    """A number (or tag) starts the utterance, give or take a few words ("it's 1488 ...")."""
+    tail: bool = False
+    """A number (or tag) ends it ("... the first four are 4539")."""
     content: str = "empty"  # "digits" | "filler" | "words" | "empty"
     tag: str | None = None
     in_open_seq: bool = False
@@ -242,9 +251,9 @@ class _Event:
     """A moment that arms the call: a prompt, a customer's own cue, a sensitive answer."""
 
     start: float
-    end: float
+    until: float
+    """Call time after which it arms no more."""
     kinds: frozenset[str]
-    window: float
 
 
 @dataclass
@@ -290,14 +299,7 @@ class CallRedaction:
         self._now = max(self._now, end)
         text = transcript.text if transcript else ""
         kinds = cue_kinds(text) if text else frozenset()
-        content = item.content == "digits" and (
-            item.dominant
-            or speaker == "agent"
-            or bool(kinds)
-            or self._seq is not None
-            or bool(self._armed_at(start))
-        )
-        content = content or (speaker == "customer" and self._date_answer(item))
+        content = item.content == "digits" or (speaker == "customer" and self._date_answer(item))
         seq = self._seq
         if speaker == "customer" and seq is not None:
             late = start - seq.last_end >= self.settings.hold_timeout_s
@@ -306,7 +308,7 @@ class CallRedaction:
         elif seq is not None and kinds and start >= seq.last_end:
             self._close_sequence()  # the agent asks the next question: that answer is complete
         if kinds:
-            self._arm(_Event(start, end, kinds, self.settings.arm_s))
+            self._arm(_Event(start, end + self.settings.arm_s, kinds))
             if speaker == "agent" and self._auto_pause_for(kinds, text):
                 self._pauses.append(_Pause(end, None, "payment"))
         if content:
@@ -382,9 +384,7 @@ class CallRedaction:
         nt = [norm(t) for t in tokens]
         runs = find_runs(nt)
         item.digits = "".join(r.digits for r in runs)
-        in_runs = {i for r in runs for i in range(r.start, r.end)}
-        other = [t for i, t in enumerate(nt) if i not in in_runs and t not in JOINERS and t]
-        item.dominant = len([t for t in other if not is_tag(t)]) <= _DOMINANT_MAX_WORDS
+        item.runs, item.lead, item.tail = _segments(tokens, nt, runs)
         tags = {norm(t)[1:-1].upper() for t in tokens if is_tag(t)}
         item.tags = frozenset(tags & _DIGIT_TAGS)
         item.datey = any(is_date_token(t) for t in nt)
@@ -406,16 +406,23 @@ class CallRedaction:
         self._events.append(event)
         del self._events[:-_EVENTS_KEPT]  # a long call keeps only its recent prompts
 
-    def _armed_at(self, t: float) -> frozenset[str]:
-        """Kinds of the latest arming event at call time t (none once its window has passed).
-
-        The latest event wins even when it has expired: a prompt that was answered arms no
-        more once its answer's own (shorter) follow-up window is over."""
+    def _latest(self, t: float) -> _Event | None:
         best: _Event | None = None
         for e in self._events:
             if e.start <= t and (best is None or e.start >= best.start):
                 best = e
-        return best.kinds if best and t <= best.end + best.window else frozenset()
+        return best
+
+    def _armed_at(self, t: float) -> frozenset[str]:
+        """Kinds of the latest arming event at call time t (none once it has run out).
+
+        The latest event wins even when it has run out: a new question replaces the last."""
+        best = self._latest(t)
+        return best.kinds if best and t <= best.until else frozenset()
+
+    def _armed_until(self, t: float) -> float:
+        best = self._latest(t)
+        return best.until if best and t <= best.until else t
 
     def _auto_pause_for(self, kinds: frozenset[str], text: str) -> bool:
         s = self.settings
@@ -442,7 +449,7 @@ class CallRedaction:
         sensitive = (
             bool(kinds)
             or any(it.tags for it in cust)
-            or len(digits) >= 6
+            or _longest_chain(cust) >= 6
             or bool(self._grams_of(digits) & self._grams.keys())
         )
         for it in seq.items:
@@ -465,8 +472,10 @@ class CallRedaction:
         follow = set(kinds) | set(tags) | {t for it in cust for t in it.tags}
         if "CARD" in follow:
             follow |= {"CVV", "EXPIRY"}
-        window = self.settings.follow_s
-        self._arm(_Event(seq.last_end, seq.last_end, frozenset(follow), window))
+        # an answer never shortens the prompt's window (the rest of a number may come after a
+        # long pause); it extends it by `follow_s` for what follows the answer
+        until = max(seq.last_end + self.settings.follow_s, self._armed_until(seq.first_start))
+        self._arm(_Event(seq.last_end, until, frozenset(follow)))
         if kinds & self.settings.auto_pause_kinds:
             # the payment answer closed: the automatic pause its prompt opened ends with it
             for p in self._pauses:
@@ -514,6 +523,51 @@ class CallRedaction:
         words = redact_words(tr.words, expect=item.tag)
         final = replace(tr, text=text, words=words)
         return Released(item.index, item.speaker, item.start, item.end, final, False, (item.tag,))
+
+
+def _segments(
+    tokens: list[str], nt: list[str], runs: list[Run]
+) -> tuple[tuple[int, ...], bool, bool]:
+    """(digits per number group, a number starts the utterance, a number ends it).
+
+    Positions count words only: fillers and connectors ("uh", "and", "okay") are skipped."""
+    digits_at = {r.start: len(r.digits) for r in runs}
+    numeric = {i for r in runs for i in range(r.start, r.end)}
+    numeric |= {i for i, t in enumerate(tokens) if is_tag(t)}
+    groups: list[int] = []
+    gap = None  # words since the last number; None before the first
+    lead = tail = False
+    for i, t in enumerate(nt):
+        if i in numeric:
+            if gap is None:
+                lead = sum(1 for w in nt[:i] if w not in JOINERS) <= _EDGE_WORDS
+            if gap is None or gap > _JOIN_WORDS:
+                groups.append(0)
+            groups[-1] += digits_at.get(i, 0)
+            gap = 0
+        elif t not in JOINERS and gap is not None:
+            gap += 1
+    if gap is not None:
+        tail = gap <= _EDGE_WORDS
+    return tuple(groups), lead, tail
+
+
+def _longest_chain(items: list[_Item]) -> int:
+    """Most digits read as one number across utterances: a chain goes on while one utterance
+    ends with a number and the next starts with one (the six-digit invariant, across rows)."""
+    best = run = 0
+    prev: _Item | None = None
+    for it in items:
+        if not it.runs:
+            prev, run = it, 0
+            continue
+        first = it.runs[0]
+        run = run + first if prev is not None and prev.tail and it.lead else first
+        best = max(best, run)
+        if len(it.runs) > 1:  # numbers apart in one sentence do not join: start from the last
+            run = it.runs[-1]
+        prev = it
+    return best
 
 
 def _expiry_shape(d: str) -> bool:

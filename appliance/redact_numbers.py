@@ -290,7 +290,8 @@ def find_runs(norm_tokens: list[str], joiners: frozenset[str] = JOINERS) -> list
                 if words:
                     parts.append(spoken_digits(words))
                     words = []
-                parts.append(d[0] * (times - 1) + d)  # "double 4" written half in digits
+                # "double 4" / "double 12" written half in digits: repeat like "double fifty"
+                parts.append(d * times if len(d) <= 2 else d[0] * (times - 1) + d)
                 groups += 1
                 prev_num = False
             elif k in ("word", "repeat", "hundred"):

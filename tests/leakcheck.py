@@ -139,7 +139,12 @@ def spoken_chunks(draw, digits: str, min_parts: int = 2, max_parts: int = 5) -> 
             )
         else:
             text = render(piece, draw(st.sampled_from(FORMS)), draw(st.integers(0, 3)))
-        lead = draw(st.sampled_from(["", "", "it's", "uh", "okay", "and", "then", "next is"]))
+        lead = draw(
+            st.sampled_from(
+                ["", "", "it's", "uh", "okay", "and", "then", "next is", "the next four are",
+                 "okay so the first ones are", "then it's", "after that"]
+            )
+        )  # fmt: skip
         chunks.append(f"{lead} {text}".strip())
     return chunks
 

@@ -73,13 +73,23 @@ class Call:
                 out += [r.transcript.text, " ".join(w.text for w in r.transcript.words)]
         return out
 
+    def timeline(self) -> list[tuple]:
+        """What was said and stored, for a failure message."""
+        return [
+            (r.index, r.speaker, round(r.start, 1), round(r.end, 1), self.said[r.index],
+             r.transcript.text if r.transcript else None, r.paused)
+            for r in self.stored
+        ]  # fmt: skip
+
     def text_of(self, i: int) -> str:
         return next(r.transcript.text for r in self.stored if r.index == i)
 
 
 def assert_no_leak(call: Call, secret: str, n: int = 4) -> None:
     for text in call.texts():
-        assert not leaks(text, secret, n), (text, leaks(text, secret, n), call.said)
+        if leaks(text, secret, n):
+            print("\n".join(map(repr, call.timeline())))
+        assert not leaks(text, secret, n), (text, leaks(text, secret, n))
 
 
 # --- cue detection ---------------------------------------------------------------------------
@@ -203,7 +213,7 @@ def test_prompt_arms_only_for_a_while() -> None:
     c.say("agent", "What's the security code?")
     a = c.say("customer", "seven three seven", gap=2.0)
     c.say("customer", "got it?")
-    c.wait(12.0)
+    c.wait(35.0)  # past the prompt's 30 s and the answer's 10 s
     b = c.say("customer", "and my order number is 4521")
     c.say("customer", "thanks")
     c.end()
@@ -361,6 +371,9 @@ def test_card_read_over_utterances_never_stored(card, data, prompted, auto_pause
             c.say(who, text, gap=gap * 0.3, dur=gap * 0.3)
             gap *= 0.4
         c.say("customer", chunk, gap=gap)
+        if data.draw(st.integers(0, 5)) == 0:  # the agent repeats what it heard
+            digits = "".join(ch for ch in chunk if ch.isdigit()) or chunk
+            c.say("agent", f"{digits}?", gap=0.2, dur=0.5)
     ending = data.draw(st.sampled_from(["words", "timeout", "close"]))
     if ending == "words":
         c.say("customer", "did you get all that")
