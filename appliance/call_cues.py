@@ -132,9 +132,9 @@ def classify(digits: str, lengths: list[int], kinds: frozenset[str]) -> list[str
             break
     rest = digits[card_len:]
     if card_len:
-        rest_tag = "EXPIRY" if _expiry_shape(rest[:4]) and len(rest) != 3 else "CVV"
-        if len(rest) > 7:
-            rest_tag = "NUMBER"
+        # after the card: 3 digits or a 4-digit non-date are a security code, else an expiry
+        cvv = len(rest) == 3 or (len(rest) == 4 and not _expiry_shape(rest))
+        rest_tag = "NUMBER" if len(rest) > 7 else "CVV" if cvv else "EXPIRY"
     else:
         rest_tag = _kind_tag(rest, kinds)
     tags, offset = [], 0

@@ -379,15 +379,19 @@ def _expected(tokens: Sequence[str], nt: list[str], tk: _Taker, expect: str) -> 
     Decimals count ("4.5." is how Whisper writes "four five"), so does any token with a digit
     in it ("6th", "A4"); for dates of birth and expiry dates, month names and ordinals too.
     """
-    if expect in ("DOB", "EXPIRY"):
-        i = 0
-        while i < len(nt):
-            if not tk.taken[i] and (is_date_token(nt[i]) or numeric_at(nt, i)):
-                j = _date_span(nt, i)
+    # A date in any answer goes whole ("March 1985" after a misheard question is still a date
+    # of birth); for DOB/EXPIRY a month name or ordinal alone is enough.
+    i = 0
+    while i < len(nt):
+        if not tk.taken[i] and (is_date_token(nt[i]) or numeric_at(nt, i)):
+            j = _date_span(nt, i)
+            dated = any(is_date_token(t) for t in nt[i:j])
+            numbered = any(numeric_at(nt, k) for k in range(i, j))
+            if dated and (numbered or expect in ("DOB", "EXPIRY")):
                 tk.take(i, j, expect)
-                i = j
-            else:
-                i += 1
+            i = j if dated else i + 1
+        else:
+            i += 1
     for run in find_runs(nt):
         tk.take(run.start, run.end, expect)
     for i, t in enumerate(tokens):

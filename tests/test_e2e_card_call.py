@@ -70,7 +70,8 @@ DIGIT_GROUPS = [3, 4, 5, 6]  # SCRIPT lines of the card number, one utterance ea
 
 
 def _sox(*args: str) -> None:
-    subprocess.run(["sox", *args], check=True, capture_output=True)
+    # -R: repeatable noise and dither, so Whisper hears the same call on every run
+    subprocess.run(["sox", "-R", *args], check=True, capture_output=True)
 
 
 def _seconds(path: Path) -> float:

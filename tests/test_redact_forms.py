@@ -226,6 +226,8 @@ def test_ssn(text: str) -> None:
         ("CARD", "1, 4, 8, 8", "[CARD]"),
         ("PIN", "it's 0 4 2 7 okay", "it's [PIN] okay"),
         ("CVV", "for five three", "[CVV]"),
+        ("CVV", "But wealth at March 1985.", "But wealth at [CVV]."),
+        ("CVV", "it's march", "it's march"),
         ("CARD", "one to three for", "[CARD]"),
         ("CVV", "it's for you", "it's for you"),
     ],
