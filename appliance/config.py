@@ -159,6 +159,36 @@ class SttConfig:
 
 
 @dataclass(frozen=True)
+class RedactionConfig:
+    hold_timeout_s: float = _f(
+        6.0,
+        "Call-time seconds without a new digit utterance that close a digit sequence the customer reads over several utterances (callers pause 0.5-3 s between groups); held rows wait at most this long after the last one.",
+        min=1.0,
+        max=60.0,
+    )
+    arm_s: float = _f(
+        60.0,
+        "How long an agent's prompt for sensitive data (card number, expiry, security code, date of birth, ...) arms the call for the customer's answer, and how long an automatic pause waits for it.",
+        min=5.0,
+        max=600.0,
+    )
+    follow_s: float = _f(
+        20.0,
+        "How long after a sensitive answer the call stays armed for its follow-ups (expiry and security code after a card number).",
+        min=0.0,
+        max=600.0,
+    )
+    auto_pause: bool = _f(
+        True,
+        "Pause transcription (both speakers) when the agent asks for payment data, until the answer closes.",
+    )
+    auto_pause_kinds: list[str] = _f(
+        ["card", "expiry", "cvv"],
+        "Prompt kinds that pause transcription automatically (card, expiry, cvv, dob, id, iban, account, pin).",
+    )
+
+
+@dataclass(frozen=True)
 class EmotionConfig:
     model: str = _f(
         "", "ONNX emotion model file or directory with its card; empty = the bundled model."
@@ -318,6 +348,9 @@ class AppConfig:
     mqtt: MqttConfig = _f(MqttConfig(), "Publishing of derived scores.")
     policy: PolicyConfig = _f(PolicyConfig(), "Legal and privacy policy switches.")
     stt: SttConfig = _f(SttConfig(), "Speech to text.")
+    redaction: RedactionConfig = _f(
+        RedactionConfig(), "Redaction with the call's context, and pause of transcription."
+    )
     emotion: EmotionConfig = _f(EmotionConfig(), "Emotion model.")
     vad: VadConfig = _f(VadConfig(), "Voice activity detection.")
     positions: list[PositionConfig] = _f([PositionConfig()], "Agent positions served by this box.")
@@ -438,6 +471,12 @@ def _cross_checks(cfg: AppConfig) -> None:
     url = cfg.mqtt.url
     if url and not url.startswith(("mqtt://", "mqtts://")):
         raise ConfigError("mqtt.url", f"must start with mqtt:// or mqtts://, got {url!r}")
+    kinds = ("card", "expiry", "cvv", "dob", "id", "iban", "account", "pin")
+    for i, k in enumerate(cfg.redaction.auto_pause_kinds):
+        if k not in kinds:
+            raise ConfigError(
+                f"redaction.auto_pause_kinds[{i}]", f"must be one of {', '.join(kinds)}; got {k!r}"
+            )
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")

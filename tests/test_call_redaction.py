@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leakcheck import card_numbers, digit_runs, leaks, render, spoken_chunks
 
+from appliance.config import RedactionConfig
 from appliance.stt.call_redaction import (
     CallRedaction,
-    CallRedactionSettings,
     Released,
     asks,
     cue_kinds,
@@ -40,7 +40,7 @@ class Call:
     """Drives a CallRedaction like the writer does and records what would be stored."""
 
     def __init__(self, **kw):
-        self.ctx = CallRedaction(CallRedactionSettings(**kw))
+        self.ctx = CallRedaction(RedactionConfig(**kw))
         self.t = 0.0
         self.index = 0
         self.stored: list[Released] = []
@@ -167,7 +167,7 @@ def test_issue_call(auto_pause: bool) -> None:
 
 
 def test_holding_release_order_and_timeout() -> None:
-    ctx = CallRedaction(CallRedactionSettings(hold_timeout_s=6.0))
+    ctx = CallRedaction(RedactionConfig(hold_timeout_s=6.0))
     assert ctx.add(0, "customer", 1.0, 2.0, stt("my order is 4521")) == []
     assert ctx.holding(0)
     # the agent's reply waits behind the held customer utterance: rows are stored in order
@@ -486,7 +486,7 @@ def test_agent_question_closes_the_answer_before_it() -> None:
 
 
 def test_out_of_order_adds_are_released_in_index_order_while_held() -> None:
-    ctx = CallRedaction(CallRedactionSettings(auto_pause=False))
+    ctx = CallRedaction(RedactionConfig(auto_pause=False))
     ctx.add(0, "agent", 0.0, 2.0, stt("What's the security code?"))
     assert ctx.add(2, "customer", 3.0, 4.0, stt("737")) == []
     # a late utterance with a lower index goes before the held one, not behind it

@@ -58,9 +58,12 @@ def _opts(**kw) -> DaemonOptions:
 class Running:
     """Start a Daemon in this thread, run its main loop in another; stop on exit."""
 
-    def __init__(self, cfg, factory, opts=None):
+    def __init__(self, cfg, factory, opts=None, engines_=None):
         self.d = Daemon(
-            cfg, engines=fake_engines(), source_factory=factory, options=opts or _opts()
+            cfg,
+            engines=engines_ or fake_engines(),
+            source_factory=factory,
+            options=opts or _opts(),
         )
 
     def __enter__(self):

@@ -340,6 +340,11 @@ class PositionWorker:
         elif action == "end":
             self._end_call("end command")
             self.pending_meta = None
+        elif action in ("pause", "resume"):
+            if self.call is None:
+                log.warning("position %s: %s with no call in progress", self.pos.id, action)
+            else:
+                self.pipeline.pause_transcription(self.call, action == "pause")
 
     def _meta_for_call(self, cmd: dict) -> CallMeta:
         m = self.call.meta

@@ -317,7 +317,8 @@ def call_detail(db: sqlite_utils.Database, call_id: str) -> dict | None:
     call = _call_row(dict(zip(cols, r, strict=True)))
     utts = []
     for u in db.query(
-        "SELECT u.*, t.text AS text FROM utterances u LEFT JOIN transcripts t ON t.utterance_id = u.id"
+        "SELECT u.*, t.text AS text, t.withheld AS withheld FROM utterances u"
+        " LEFT JOIN transcripts t ON t.utterance_id = u.id"
         " WHERE u.call_id = ? ORDER BY u.start, u.idx",
         [call_id],
     ):
@@ -339,6 +340,7 @@ def call_detail(db: sqlite_utils.Database, call_id: str) -> dict | None:
                 "wpm": u["wpm"],
                 "key_phrases": _loads(u["key_phrases"], []),
                 "text": u["text"],
+                "withheld": bool(u["withheld"]),
             }
         )
     alerts = [

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from appliance.panel import db as pdb
 from appliance.panel import queries, users
 from appliance.panel.security import safe_local_path
+from appliance.store import commands as command_rows
 
 bp = Blueprint("views", __name__)
 
@@ -73,6 +76,28 @@ def call_detail(call_id: str):
     if call is None:
         abort(404)
     return render_template("call.html", call=call, m=call["metrics"], page="calls")
+
+
+@bp.post("/calls/<call_id>/transcription")
+def transcription(call_id: str):
+    """Pause or resume the transcription of a live call (both speakers), e.g. while the
+    customer pays: queued like any call command and applied by the daemon. Any signed-in user
+    may do it: it only ever stores less."""
+    db = pdb.get_db()
+    call = queries.call_detail(db, call_id)
+    action = request.form.get("action")
+    if call is None or call["state"] != "live" or action not in ("pause", "resume"):
+        abort(404 if call is None else 400)
+    cmd = {"position": call["position"], "action": action, "msg_id": f"panel-{time.time_ns()}"}
+    command_rows.enqueue(db, cmd, source="panel", user=g.user["name"])
+    users.audit(
+        db,
+        f"transcription_{action}",
+        g.user["name"],
+        ip=request.remote_addr,
+        detail={"call": call_id},
+    )
+    return redirect(url_for("views.call_detail", call_id=call_id))
 
 
 @bp.get("/customers")

@@ -97,8 +97,12 @@ class CallWriter:
         utt: Utterance,
         emotion: EmotionResult | None,
         transcript: Transcript | None,
+        withheld: bool = False,
     ) -> None:
-        """Score one utterance, evaluate the rules and commit it with its messages."""
+        """Score one utterance, evaluate the rules and commit it with its messages.
+
+        `transcript` is the final one the call's redaction context released; `withheld` says
+        transcription was paused (its text is empty, its scores are not)."""
         s = self.score(call, utt, emotion, transcript)
         alerts: list[Any] = []
         if utt.speaker == "customer":
@@ -120,7 +124,7 @@ class CallWriter:
         keep_text = transcript is not None and self.cfg.policy.store_transcripts
         self.store.write_utterance(
             records.utterance_row(s, call.id, now),
-            records.transcript_row(transcript, call.id, now) if keep_text else None,
+            records.transcript_row(transcript, call.id, now, withheld) if keep_text else None,
             messages,
             upserts={"calls": [call_row], "alerts": alert_rows},
         )
@@ -154,6 +158,7 @@ class CallWriter:
             call.scorer.trajectory(),
             len(call.alerts),
             ended_at,
+            transcription=call.redaction.state().as_dict(),
         )
         return row, self._message("call", body)
 

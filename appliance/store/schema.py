@@ -151,3 +151,9 @@ def m002_commands(db: sqlite_utils.Database) -> None:
     )
     db["commands"].create_index(["state", "id"])
     db["commands"].create_index(["at"])
+
+
+@migrations()
+def m006_transcripts_withheld(db: sqlite_utils.Database) -> None:
+    # 1 when transcription was paused for the utterance (payment): its text was never stored
+    db["transcripts"].add_column("withheld", int)

@@ -67,6 +67,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass, field, replace
 
+from appliance.config import RedactionConfig
 from appliance.stt.call_cues import PAYMENT_KINDS, asks, classify, cue_kinds, number_groups
 from appliance.stt.redact import redact, redact_words
 from appliance.stt.redact_numbers import JOINERS, find_runs, is_date_token, is_tag, norm
@@ -74,7 +75,6 @@ from appliance.types import Speaker, Transcript
 
 __all__ = [
     "CallRedaction",
-    "CallRedactionSettings",
     "Released",
     "CallContextState",
     "cue_kinds",
@@ -87,25 +87,6 @@ _DIGIT_TAGS = frozenset(
 )
 _DATE_KINDS = frozenset({"DOB", "EXPIRY"})
 _EVENTS_KEPT = 64
-
-
-@dataclass(frozen=True)
-class CallRedactionSettings:
-    """Knobs of the call context (proposed `[redaction]` config keys)."""
-
-    hold_timeout_s: float = 6.0
-    """Call-time seconds without a new digit utterance that close a digit sequence. Callers
-    pause 0.5-3 s between groups; 6 s is twice the longest, and bounds how long a row waits."""
-    arm_s: float = 60.0
-    """How long a prompt (or a sensitive answer) arms the call for the answer, and how long an
-    automatic pause waits for one: long enough for "hold on, let me get my card"."""
-    follow_s: float = 20.0
-    """How long after a sensitive answer the call stays armed for its follow-ups (after a card
-    number: the expiry and security code said without a new prompt, the rest of the number
-    after an interruption); never shorter than what is left of the prompt's `arm_s`."""
-    auto_pause: bool = True
-    """Pause transcription when the agent asks for `auto_pause_kinds`, until the answer closes."""
-    auto_pause_kinds: frozenset[str] = PAYMENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -195,8 +176,9 @@ class _Sequence:
 class CallRedaction:
     """The redaction context of one call; see the module docstring for how a writer uses it."""
 
-    def __init__(self, settings: CallRedactionSettings | None = None):
-        self.settings = settings or CallRedactionSettings()
+    def __init__(self, settings: RedactionConfig | None = None):
+        self.settings = settings or RedactionConfig()
+        self._pause_kinds = frozenset(k.upper() for k in self.settings.auto_pause_kinds)
         self._queue: list[_Item] = []
         self._seq: _Sequence | None = None
         self._events: list[_Event] = []
@@ -348,7 +330,7 @@ class CallRedaction:
 
     def _auto_pause_for(self, kinds: frozenset[str], text: str) -> bool:
         s = self.settings
-        wants = kinds & s.auto_pause_kinds
+        wants = kinds & self._pause_kinds
         already = any(p.end is None and p.reason == "payment" for p in self._pauses)
         return s.auto_pause and bool(wants) and asks(text) and not already
 
@@ -398,7 +380,7 @@ class CallRedaction:
         # long pause); it extends it by `follow_s` for what follows the answer
         until = max(seq.last_end + self.settings.follow_s, self._armed_until(seq.first_start))
         self._arm(_Event(seq.last_end, until, frozenset(follow)))
-        if kinds & self.settings.auto_pause_kinds:
+        if kinds & self._pause_kinds:
             # the payment answer closed: the automatic pause its prompt opened ends with it
             for p in self._pauses:
                 if p.reason == "payment" and p.end is None and seq.last_end > p.start:
