@@ -9,10 +9,12 @@ reported with its full dotted key (`positions[1].channels.customer: must be >= 0
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,6 +277,9 @@ class RetentionConfig:
         "Below this much free disk, transcripts stop being stored (scores and outbox go on).",
         min=0.0,
     )
+    audit_days: float = _f(
+        180.0, "Days the panel's audit log and the call command rows are kept.", min=1.0
+    )
 
 
 @dataclass(frozen=True)
@@ -284,6 +289,21 @@ class PanelConfig:
     cert_file: str = _f("", "TLS certificate of the panel.")
     key_file: str = _f("", "TLS key of the panel.")
     metrics_token_file: str = _f("", "File holding the bearer token for /metrics.")
+    session_idle_minutes: float = _f(
+        30.0, "A session unused this long ends (an open Live page keeps it in use).", min=1.0
+    )
+    session_max_hours: float = _f(
+        12.0, "A session ends this long after its login, in use or not.", min=0.1, max=168.0
+    )
+    streams_per_user: int = _f(4, "Live streams one user may hold open (429 above).", min=1)
+    max_streams: int = _f(
+        16, "Live streams served at once; pages have threads of their own.", min=1, max=256
+    )
+    call_commands: str = _f(
+        "supervisor",
+        "Who may start and end calls at configured positions: supervisor (and admin), admin, off.",
+        choices=("supervisor", "admin", "off"),
+    )
 
 
 @dataclass(frozen=True)
@@ -308,6 +328,9 @@ class DaemonConfig:
     metrics_listen: str = _f(
         "127.0.0.1:9108",
         "host:port of the Prometheus text endpoint (localhost only by default); off disables it.",
+    )
+    metrics_token_file: str = _f(
+        "", "File with a bearer token the metrics endpoint requires (warned about off loopback)."
     )
 
 
@@ -435,12 +458,37 @@ def _cross_checks(cfg: AppConfig) -> None:
     for i, name in enumerate(names):
         if name in names[:i]:
             raise ConfigError(f"rules[{i}].name", f"duplicate rule name {name!r}")
-    url = cfg.mqtt.url
-    if url and not url.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError("mqtt.url", f"must start with mqtt:// or mqtts://, got {url!r}")
+    check_broker_url("mqtt.url", cfg.mqtt.url)
+    for section in ("mqtt", "retention", "panel", "daemon"):
+        for f in dataclasses.fields(getattr(cfg, section)):
+            v = getattr(getattr(cfg, section), f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{section}.{f.name}", f"must be a finite number, got {v!r}")
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
+
+
+def check_broker_url(key: str, url: str, tls_off_loopback: bool = False) -> None:
+    """mqtt://host[:port] or mqtts://...; never credentials (they live in files) or echoed."""
+    if not url:
+        return
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(key, "must start with mqtt:// or mqtts://")
+    if "@" in u.netloc:
+        raise ConfigError(key, "must not hold credentials: use mqtt.username and password_file")
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    if not u.hostname or port == -1 or u.path not in ("", "/") or u.query or u.fragment:
+        raise ConfigError(key, f"must be mqtt[s]://host[:port], got {url[:80]!r}")
+    if any(c.isspace() or ord(c) < 33 for c in url):
+        raise ConfigError(key, f"must not contain spaces, got {url[:80]!r}")
+    local = u.hostname == "localhost" or u.hostname.startswith("127.") or u.hostname == "::1"
+    if tls_off_loopback and u.scheme != "mqtts" and not local:
+        raise ConfigError(key, "a broker off loopback needs TLS (mqtts://)")
 
 
 def config_from_dict(data: dict, base_dir: str | Path = "") -> AppConfig:
@@ -479,6 +527,7 @@ def referenced_files(cfg: AppConfig) -> list[tuple[str, Path]]:
         ("panel.cert_file", cfg.panel.cert_file),
         ("panel.key_file", cfg.panel.key_file),
         ("panel.metrics_token_file", cfg.panel.metrics_token_file),
+        ("daemon.metrics_token_file", cfg.daemon.metrics_token_file),
     ]
     for key, value in pairs:
         if value:
