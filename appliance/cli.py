@@ -225,6 +225,24 @@ def cmd_retention(a: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
+def _user_admin_parsers(usub) -> None:
+    """`user list | disable | enable | delete | passwd` (panel/cli.py runs them)."""
+    ul = usub.add_parser("list", help="list panel users")
+    ul.add_argument("--json", action="store_true")
+    ul.add_argument("--db", required=True)
+    for name, text in (
+        ("disable", "disable a user (its sessions end at once)"),
+        ("enable", "enable a disabled user"),
+        ("delete", "delete a user (its sessions end at once)"),
+        ("passwd", "set a new password from stdin (the user's sessions end)"),
+    ):
+        sp = usub.add_parser(name, help=text)
+        sp.add_argument("name")
+        sp.add_argument("--db", required=True)
+        if name == "passwd":
+            sp.add_argument("--password-stdin", action="store_true", required=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="appliance", description="On-prem call-center emotion appliance."
@@ -344,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--role", choices=("supervisor", "admin"), required=True)
     ua.add_argument("--password-stdin", action="store_true", required=True)
     ua.add_argument("--db", required=True)
+    _user_admin_parsers(usub)
     u.set_defaults(func=cmd_user)
 
     rt = sub.add_parser("retention", help="purge data past its retention")

@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from appliance.config import AppConfig, ConfigError, config_from_dict
 from appliance.panel import db as pdb
@@ -87,6 +97,37 @@ def add_user():
         db, "user_add", g.user["name"], ip=request.remote_addr, detail={"name": name, "role": role}
     )
     flash(f"User {name} ({role}) added.", "ok")
+    return redirect(url_for("admin.index"))
+
+
+USER_ACTIONS = {
+    "disable": (users.disable_user, "disabled; their sessions ended"),
+    "enable": (users.enable_user, "enabled"),
+    "delete": (users.delete_user, "deleted; their sessions ended"),
+    "password": (None, "has a new password; their sessions ended"),
+}
+
+
+@bp.post("/users/<name>/<action>")
+def user_action(name: str, action: str):
+    """Disable, enable, delete a user or set its password (the same functions as the CLI)."""
+    if action not in USER_ACTIONS:
+        abort(404)
+    db = pdb.get_db()
+    fn, done = USER_ACTIONS[action]
+    try:
+        if action == "password":
+            users.set_password(db, name, request.form.get("password") or "")
+        else:
+            fn(db, name)
+    except users.UserError as exc:
+        detail = {"name": name[:64], "error": str(exc)}
+        users.audit(db, f"user_{action}", g.user["name"], ok=False, ip=request.remote_addr,
+                    detail=detail)  # fmt: skip
+        flash(f"User {name[:64]} not changed: {exc}", "error")
+        return redirect(url_for("admin.index"))
+    users.audit(db, f"user_{action}", g.user["name"], ip=request.remote_addr, detail={"name": name})
+    flash(f"User {name} {done}.", "ok")
     return redirect(url_for("admin.index"))
 
 
