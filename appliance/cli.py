@@ -109,8 +109,22 @@ def cmd_check_config(a: argparse.Namespace) -> int:
         print(f"{'error' if a.strict else 'warning'}: {key}: {p} does not exist", file=sys.stderr)
     if missing and a.strict:
         return 1
+    _warn_open_metrics(cfg)
     print(f"ok: {a.path} (box {cfg.box.id}, {len(cfg.positions)} position(s))")
     return 0
+
+
+def _warn_open_metrics(cfg) -> None:
+    from appliance.config import is_loopback
+
+    d = cfg.daemon
+    host = d.metrics_listen.rpartition(":")[0]
+    if d.metrics_listen != "off" and not is_loopback(host) and not d.metrics_token_file:
+        print(
+            f"warning: daemon.metrics_listen {d.metrics_listen} is off loopback without"
+            " daemon.metrics_token_file: anyone who reaches it reads the box's health",
+            file=sys.stderr,
+        )
 
 
 def cmd_list_devices(a: argparse.Namespace) -> int:
@@ -214,11 +228,12 @@ def cmd_user(a: argparse.Namespace) -> int:
 
 
 def cmd_retention(a: argparse.Namespace) -> int:
+    from appliance.store.overrides import effective_config
     from appliance.store.retention import purge
 
     cfg = _load_cfg(a.config)
     db = a.db or str(cfg.resolve(cfg.paths.db))
-    print(json.dumps(purge(db, cfg.retention)))
+    print(json.dumps(purge(db, effective_config(cfg, db).retention)))
     return 0
 
 

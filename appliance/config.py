@@ -9,6 +9,7 @@ reported with its full dotted key (`positions[1].channels.customer: must be >= 0
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import tomllib
@@ -469,6 +470,14 @@ def _cross_checks(cfg: AppConfig) -> None:
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
 
 
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (brackets allowed)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def check_broker_url(key: str, url: str, tls_off_loopback: bool = False) -> None:
     """mqtt://host[:port] or mqtts://...; never credentials (they live in files) or echoed."""
     if not url:
@@ -486,8 +495,7 @@ def check_broker_url(key: str, url: str, tls_off_loopback: bool = False) -> None
         raise ConfigError(key, f"must be mqtt[s]://host[:port], got {url[:80]!r}")
     if any(c.isspace() or ord(c) < 33 for c in url):
         raise ConfigError(key, f"must not contain spaces, got {url[:80]!r}")
-    local = u.hostname == "localhost" or u.hostname.startswith("127.") or u.hostname == "::1"
-    if tls_off_loopback and u.scheme != "mqtts" and not local:
+    if tls_off_loopback and u.scheme != "mqtts" and not is_loopback(u.hostname):
         raise ConfigError(key, "a broker off loopback needs TLS (mqtts://)")
 
 

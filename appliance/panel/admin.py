@@ -1,13 +1,16 @@
 """Settings (admin role): users, alert rules (view), retention and MQTT settings, audit log.
 
-Retention and MQTT changes are validated with the appliance's own config validator, stored as JSON
+Retention and MQTT changes are validated by `appliance.store.overrides` (the config's own
+validator plus finite numbers, no credentials in URLs, TLS off loopback), stored as JSON
 overrides in the `settings` table (keys `retention`, `mqtt`) and recorded in the audit log.
-The daemon applies them at its next start (documented in docs/panel.md).
+The daemon applies them at its next start, `appliance retention` at its next run; the page says
+which is the case (docs/panel.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 from flask import (
     Blueprint,
@@ -21,21 +24,17 @@ from flask import (
     url_for,
 )
 
-from appliance.config import AppConfig, ConfigError, config_from_dict
+from appliance.config import AppConfig, ConfigError
 from appliance.panel import db as pdb
-from appliance.panel import queries, users
+from appliance.panel import users
 from appliance.panel.security import admin_required
+from appliance.store import overrides
+from appliance.store import settings as kv
 
 bp = Blueprint("admin", __name__, url_prefix="/settings")
 
-RETENTION_FIELDS = (
-    "transcripts_days",
-    "scores_days",
-    "outbox_sent_days",
-    "alerts_days",
-    "min_free_mb",
-)
-MQTT_FIELDS = ("url", "prefix", "keepalive", "pseudonymise_customers")
+RETENTION_FIELDS = overrides.FIELDS["retention"]
+MQTT_FIELDS = overrides.FIELDS["mqtt"]
 
 
 @bp.before_request
@@ -50,8 +49,22 @@ def _app_cfg() -> AppConfig:
 
 def effective(section: str, fields: tuple[str, ...]) -> dict:
     base = dataclasses.asdict(getattr(_app_cfg(), section))
-    override = queries.get_override(pdb.get_db(), section) or {}
+    found = overrides.read(pdb.get_db(), section)
+    override = found[0] if found else {}
     return {k: override.get(k, base[k]) for k in fields}
+
+
+def override_state(section: str) -> str:
+    """Whether the daemon runs with the saved override yet (from its health snapshot)."""
+    found = overrides.read(pdb.get_db(), section)
+    if not found:
+        return "No override: the config file's values apply."
+    snap = kv.get_json(pdb.get_db(), kv.HEALTH) or {}
+    started = snap["ts"] - snap["uptime_s"] if "ts" in snap and "uptime_s" in snap else None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(found[1]))
+    if started is not None and found[1] < started:
+        return f"Override saved {when}: the running daemon applies it."
+    return f"Override saved {when}: the daemon applies it at its next start."
 
 
 def rules() -> list[dict]:
@@ -70,6 +83,7 @@ def index():
         rules=rules(),
         retention=effective("retention", RETENTION_FIELDS),
         mqtt=effective("mqtt", MQTT_FIELDS),
+        override_state={k: override_state(k) for k in overrides.FIELDS},
         audit=users.recent_audit(db, 100),
         roles=users.ROLES,
     )
@@ -132,7 +146,7 @@ def user_action(name: str, action: str):
 
 
 def _parse(section: str, fields: tuple[str, ...]) -> dict:
-    """Form values -> validated dict, via the appliance's config validator (names the bad key)."""
+    """Form values -> validated override (`overrides.validate` names the bad key)."""
     base = dataclasses.asdict(getattr(AppConfig(), section))
     out: dict = {}
     for k in fields:
@@ -145,11 +159,10 @@ def _parse(section: str, fields: tuple[str, ...]) -> dict:
             try:
                 out[k] = int(raw) if isinstance(default, int) else float(raw)
             except ValueError:
-                raise ConfigError(f"{section}.{k}", f"must be a number, got {raw!r}") from None
+                raise ConfigError(f"{section}.{k}", f"must be a number, got {raw[:40]!r}") from None
         else:
             out[k] = raw
-    config_from_dict({section: out})
-    return out
+    return overrides.validate(section, out)
 
 
 def _save(section: str, fields: tuple[str, ...], label: str):
@@ -169,7 +182,7 @@ def _save(section: str, fields: tuple[str, ...], label: str):
         flash(f"{label} not saved: {exc}", "error")
         return redirect(url_for("admin.index"))
     changes = {k: [before.get(k), v] for k, v in value.items() if before.get(k) != v}
-    queries.put_override(db, section, value)
+    overrides.save(db, section, value)
     users.audit(
         db,
         "setting_change",
@@ -177,11 +190,14 @@ def _save(section: str, fields: tuple[str, ...], label: str):
         ip=request.remote_addr,
         detail={"key": section, "changes": changes},
     )
-    flash(
-        f"{label} saved ({len(changes)} change(s)); the daemon applies them at its next start.",
-        "ok",
-    )
+    flash(f"{label} saved ({len(changes)} change(s)). {NEXT_RUN[section]}", "ok")
     return redirect(url_for("admin.index"))
+
+
+NEXT_RUN = {
+    "retention": "The daemon applies them at its next start, the retention purge at its next run.",
+    "mqtt": "The daemon applies them at its next start.",
+}
 
 
 @bp.post("/retention")

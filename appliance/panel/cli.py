@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from pathlib import Path
+
+from appliance.config import is_loopback
 
 EXIT_BAD_INPUT = 2
 PUBLIC_METHODS_HIDDEN = {"HEAD", "OPTIONS"}
@@ -17,15 +18,6 @@ def route_lines(app) -> list[str]:
         methods = sorted(m for m in (rule.methods or ()) if m not in PUBLIC_METHODS_HIDDEN)
         lines.append(f"{','.join(methods)} {rule.rule}")
     return sorted(lines, key=lambda s: (s.split(" ", 1)[1], s))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def web_main(args) -> int:
@@ -75,7 +67,7 @@ def web_main(args) -> int:
             if not Path(f).exists():
                 print(f"error: {f}: no such file", file=sys.stderr)
                 return EXIT_BAD_INPUT
-    elif not _is_loopback(host):
+    elif not is_loopback(host):
         print(
             f"warning: serving the panel on {host} without TLS: passwords and session cookies travel in clear",
             file=sys.stderr,
