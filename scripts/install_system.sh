@@ -304,6 +304,12 @@ fi
 if [ ! -s "$ROOT$STATE_DIR/keys/metrics.token" ]; then
   (umask 077; openssl rand -hex 32 > "$ROOT$STATE_DIR/keys/metrics.token")
 fi
+# the daemon's password for the local broker (the only user it admits; docs/mqtt.md)
+if [ ! -s "$ROOT$STATE_DIR/keys/mqtt.password" ]; then
+  (umask 077; openssl rand -hex 24 > "$ROOT$STATE_DIR/keys/mqtt.password")
+  own "$ROOT$STATE_DIR/keys/mqtt.password"
+  say "created $STATE_DIR/keys/mqtt.password: add it to the local broker (docs/mqtt.md)"
+fi
 own "$KEY" "$CRT" "$ROOT$STATE_DIR/keys/metrics.token"
 # the panel's own files are readable by the group; everything else in keys/ (pseudonym key, MQTT
 # credentials) is the daemon's alone, whatever umask created it

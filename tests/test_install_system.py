@@ -149,6 +149,7 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
     assert panel.split(":")[3] == line.split(":")[3] and panel.split(":")[2] != str(uid)
     assert mode(state) == 0o1770 and mode(state / "keys") == 0o710
     assert mode(key) == 0o640 and mode(state / "keys/metrics.token") == 0o640
+    assert mode(state / "keys/mqtt.password") == 0o600  # the local broker's: the daemon's alone
     assert mode(state / "appliance.db") == 0o660 and (state / "appliance.db").stat().st_uid == uid
     assert mode(r / "var/lib/appliance-panel") == 0o700
     assert (r / "var/lib/appliance-panel").stat().st_uid == int(panel.split(":")[2])
