@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -83,7 +84,7 @@ class PanelServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(signal.SIGINT)  # gunicorn's quick shutdown (TERM is graceful)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
