@@ -10,22 +10,13 @@ import time
 
 import pytest
 import requests
-from support.panel import PanelServer
+from support.panel import ADM, ADM_PW, SUP, SUP_PW, PanelServer, users_db
 from test_browser_panel import ARGS, CHROMIUM, pytestmark, sync_api  # noqa: F401  (same needs)
-
-from appliance.panel import users
-
-SUP, SUP_PW = "sup", "supervisor-pw-1"
-ADM, ADM_PW = "adm", "admin-pw-12345"
 
 
 @pytest.fixture
 def server(tmp_path):
-    db = tmp_path / "panel.db"
-    d = users.open_db(db)
-    users.add_user(d, SUP, "supervisor", SUP_PW)
-    users.add_user(d, ADM, "admin", ADM_PW)
-    d.conn.close()
+    db = users_db(tmp_path / "panel.db")
     with PanelServer(tmp_path / "srv", db, positions=("pos-1", "pos-2")) as srv:
         yield srv
 

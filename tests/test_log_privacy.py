@@ -8,9 +8,9 @@ import json
 import logging
 import queue
 
-import paho.mqtt.client as mqtt
 import pytest
 from support.fakes import ScriptedSource
+from support.mqtt import cti_client
 from test_daemon import Running, _cfg, _rows, _wait
 
 from appliance.publish.broker import LocalBroker, find_mosquitto
@@ -27,9 +27,7 @@ def test_commands_are_logged_without_the_customer(tmp_path, caplog):
         db = cfg.resolve(cfg.paths.db)
         with Running(cfg, lambda pos: ScriptedSource()) as d:
             assert d.publisher.connected.wait(10)
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cti-privacy")
-            c.connect("127.0.0.1", broker.port)
-            c.loop_start()
+            c = cti_client(broker.port, "cti-privacy")
             try:
                 for cmd in (
                     {"position": "pos-1", "action": "start", "customer": SECRET},

@@ -14,8 +14,8 @@ import urllib.request
 
 import pytest
 from support.fakes import ScriptedSource
+from support.panel import ADM, ADM_PW, form_token, logged_in, users_db
 from test_daemon import Running, _cfg, _opts, _wait
-from test_panel import csrf_from
 from test_retention import _call, _count, _utt
 
 from appliance.cli import main
@@ -27,22 +27,20 @@ from appliance.store.connection import connect
 from appliance.store.retention import DAY
 from appliance.store.writer import Store
 
-ADM, ADM_PW = "adm", "admin-pw-12345"
 RETENTION = {"transcripts_days": "7", "scores_days": "365", "outbox_sent_days": "7",
              "alerts_days": "180", "min_free_mb": "200"}  # fmt: skip
+
+
+def admin_client(db):
+    users_db(db, (ADM, "admin", ADM_PW))
+    return logged_in(create_app({"DB_PATH": str(db), "SECRET_KEY": "k"}), ADM, ADM_PW)
 
 
 @pytest.fixture
 def admin(tmp_path):
     db = tmp_path / "a.db"
-    d = users.open_db(db)
-    users.add_user(d, ADM, "admin", ADM_PW)
-    d.conn.close()
-    app = create_app({"DB_PATH": str(db), "SECRET_KEY": "k"})
-    client = app.test_client()
-    token = csrf_from(client.get("/login").get_data(as_text=True))
-    client.post("/login", data={"username": ADM, "password": ADM_PW, "csrf_token": token})
-    return db, client, csrf_from(client.get("/settings").get_data(as_text=True))
+    client = admin_client(db)
+    return db, client, form_token(client.get("/settings").get_data(as_text=True))
 
 
 def stored(db, key):
@@ -163,13 +161,7 @@ def test_the_daemon_applies_the_overrides_at_start(tmp_path):
             assert daemon.publisher is not None and daemon.publisher.connected.wait(10)
             assert daemon.cfg.retention.min_free_mb == 1.0 and daemon.store.min_free_mb == 1.0
             assert _wait(lambda: daemon.health.last is not None)
-            dd = users.open_db(db)
-            users.add_user(dd, ADM, "admin", ADM_PW)
-            dd.conn.close()
-            app = create_app({"DB_PATH": str(db), "SECRET_KEY": "k"})
-            c = app.test_client()
-            token = csrf_from(c.get("/login").get_data(as_text=True))
-            c.post("/login", data={"username": ADM, "password": ADM_PW, "csrf_token": token})
+            c = admin_client(db)
             assert _wait(
                 lambda: "the running daemon applies it" in c.get("/settings").get_data(as_text=True)
             )

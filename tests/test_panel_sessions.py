@@ -14,25 +14,17 @@ import threading
 import time
 
 import pytest
-from support.panel import PanelServer
-from test_panel import csrf_from
+from support.panel import ADM, ADM_PW, SUP, SUP_PW, PanelServer, logged_in, users_db
+from support.panel import form_token as csrf_from
 
 from appliance.cli import main
 from appliance.panel import create_app, users
 from appliance.store.connection import connect
 
-SUP, SUP_PW = "sup", "supervisor-pw-1"
-ADM, ADM_PW = "adm", "admin-pw-12345"
-
 
 @pytest.fixture
 def db(tmp_path):
-    path = tmp_path / "panel.db"
-    d = users.open_db(path)
-    users.add_user(d, SUP, "supervisor", SUP_PW)
-    users.add_user(d, ADM, "admin", ADM_PW)
-    d.conn.close()
-    return path
+    return users_db(tmp_path / "panel.db")
 
 
 def make_app(db, **cfg):
@@ -40,10 +32,7 @@ def make_app(db, **cfg):
 
 
 def login(client, name=SUP, pw=SUP_PW):
-    token = csrf_from(client.get("/login").get_data(as_text=True))
-    r = client.post("/login", data={"username": name, "password": pw, "csrf_token": token})
-    assert r.status_code == 302, r.get_data(as_text=True)[:300]
-    return client
+    return logged_in(client.application, name, pw)
 
 
 def cookie(client, app) -> str:

@@ -9,11 +9,8 @@ import http.client
 import time
 
 import pytest
-from support.panel import PanelServer
+from support.panel import SUP, SUP_PW, PanelServer, users_db
 
-from appliance.panel import users
-
-SUP, SUP_PW = "sup", "supervisor-pw-1"
 OTHER, OTHER_PW = "sup2", "supervisor-pw-2"
 
 pytestmark = pytest.mark.slow
@@ -22,11 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
     path = tmp_path_factory.mktemp("streams") / "panel.db"
-    d = users.open_db(path)
-    users.add_user(d, SUP, "supervisor", SUP_PW)
-    users.add_user(d, OTHER, "supervisor", OTHER_PW)
-    d.conn.close()
-    return path
+    return users_db(path, (SUP, "supervisor", SUP_PW), (OTHER, "supervisor", OTHER_PW))
 
 
 def cookie_of(server: PanelServer, name: str, pw: str) -> str:

@@ -1,6 +1,7 @@
 """The panel for real: gunicorn started the way the systemd unit starts it
 (`gunicorn -c python:appliance.panel.gunicorn_conf 'appliance.panel.wsgi:app'`, host, port, TLS
-and threads from a config file), and logged-in `requests` sessions against it."""
+and threads from a config file), logged-in `requests` sessions against it; and the users and
+logged-in Flask test clients the panel tests share."""
 
 from __future__ import annotations
 
@@ -15,6 +16,39 @@ import time
 from pathlib import Path
 
 import requests
+
+SUP, SUP_PW = "sup", "supervisor-pw-1"
+ADM, ADM_PW = "adm", "admin-pw-12345"
+
+
+def users_db(path: Path, *people: tuple[str, str, str]) -> Path:
+    """A migrated database with panel users (name, role, password); default: SUP and ADM."""
+    from appliance.panel import users
+
+    d = users.open_db(path)
+    try:
+        for name, role, pw in people or ((SUP, "supervisor", SUP_PW), (ADM, "admin", ADM_PW)):
+            users.add_user(d, name, role, pw)
+    finally:
+        d.conn.close()
+    return path
+
+
+def form_token(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html) or re.search(
+        r'name="csrf-token" content="([^"]+)"', html
+    )
+    assert m, "no CSRF token in page"
+    return m.group(1)
+
+
+def logged_in(app, name: str = SUP, password: str = SUP_PW):
+    """A Flask test client logged in through the form."""
+    client = app.test_client()
+    token = form_token(client.get("/login").get_data(as_text=True))
+    r = client.post("/login", data={"username": name, "password": password, "csrf_token": token})
+    assert r.status_code == 302, r.get_data(as_text=True)[:300]
+    return client
 
 
 def free_port() -> int:
