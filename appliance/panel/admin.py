@@ -118,7 +118,10 @@ USER_ACTIONS = {
     "disable": (users.disable_user, "disabled; their sessions ended"),
     "enable": (users.enable_user, "enabled"),
     "delete": (users.delete_user, "deleted; their sessions ended"),
-    "password": (None, "has a new password; their sessions ended"),
+    "password": (
+        lambda db, name: users.set_password(db, name, request.form.get("password") or ""),
+        "has a new password; their sessions ended",
+    ),
 }
 
 
@@ -130,10 +133,7 @@ def user_action(name: str, action: str):
     db = pdb.get_db()
     fn, done = USER_ACTIONS[action]
     try:
-        if action == "password":
-            users.set_password(db, name, request.form.get("password") or "")
-        else:
-            fn(db, name)
+        fn(db, name)
     except users.UserError as exc:
         detail = {"name": name[:64], "error": str(exc)}
         users.audit(db, f"user_{action}", g.user["name"], ok=False, ip=request.remote_addr,
