@@ -149,7 +149,8 @@ class PositionWorker:
         try:
             self.commands.put_nowait(cmd)
         except queue.Full:
-            log.warning("position %s: command queue full, %s dropped", self.pos.id, cmd)
+            action = cmd.get("action", "update")  # never the command: it holds the customer
+            log.warning("position %s: command queue full, %s dropped", self.pos.id, action)
 
     @property
     def in_call(self) -> bool:
@@ -318,7 +319,7 @@ class PositionWorker:
             try:
                 self._command(cmd)
             except Exception:
-                log.exception("position %s: command %s failed", self.pos.id, cmd)
+                log.exception("position %s: %s command failed", self.pos.id, cmd.get("action"))
 
     def _command(self, cmd: dict) -> None:
         action = cmd.get("action", "update")

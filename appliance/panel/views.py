@@ -24,6 +24,19 @@ def configured_positions() -> list[str]:
     return [p.id for p in app_cfg.positions] if app_cfg is not None else []
 
 
+def may_command_calls() -> bool:
+    """Whether this user may start and end calls ([panel] call_commands; admins whenever it is
+    not off). Only at configured positions: the daemon serves no others."""
+    who = current_app.config.get("CALL_COMMANDS", "supervisor")
+    role = g.user["role"] if g.get("user") else None
+    return role is not None and (who == "supervisor" or (who == "admin" and role == "admin"))
+
+
+def command_positions() -> list[str]:
+    """Positions this user may start and end calls at."""
+    return configured_positions() if may_command_calls() else []
+
+
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     try:
         return min(max(int(request.args.get(name, default)), lo), hi)
@@ -34,7 +47,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 @bp.get("/")
 def live():
     snap = queries.live_snapshot(pdb.get_db(), configured_positions())
-    return render_template("live.html", snap=snap, page="live")
+    return render_template("live.html", snap=snap, page="live", commands=command_positions())
 
 
 @bp.get("/calls")

@@ -1,30 +1,14 @@
-"""Validated appliance configuration (TOML).
-
-Every section is a frozen dataclass; every field carries a `help` text in its metadata, which
-`appliance check-config --describe` prints and the README documents. Loading walks the TOML
-tree against the dataclasses, so an unknown key, a wrong type or a value out of range is
-reported with its full dotted key (`positions[1].channels.customer: must be >= 0`).
-"""
+"""The configuration: one frozen dataclass per TOML section, every field with its help text and
+constraints (choices, min, max, pattern) in its metadata, which loading checks and
+`appliance check-config --describe` prints."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. `key` is the dotted path of the offending key."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 def _f(default: Any, help: str, **constraints: Any) -> Any:
@@ -305,6 +289,9 @@ class RetentionConfig:
         "Below this much free disk, transcripts stop being stored (scores and outbox go on).",
         min=0.0,
     )
+    audit_days: float = _f(
+        180.0, "Days the panel's audit log and the call command rows are kept.", min=1.0
+    )
 
 
 @dataclass(frozen=True)
@@ -314,6 +301,21 @@ class PanelConfig:
     cert_file: str = _f("", "TLS certificate of the panel.")
     key_file: str = _f("", "TLS key of the panel.")
     metrics_token_file: str = _f("", "File holding the bearer token for /metrics.")
+    session_idle_minutes: float = _f(
+        30.0, "A session unused this long ends (an open Live page keeps it in use).", min=1.0
+    )
+    session_max_hours: float = _f(
+        12.0, "A session ends this long after its login, in use or not.", min=0.1, max=168.0
+    )
+    streams_per_user: int = _f(4, "Live streams one user may hold open (429 above).", min=1)
+    max_streams: int = _f(
+        16, "Live streams served at once; pages have threads of their own.", min=1, max=256
+    )
+    call_commands: str = _f(
+        "supervisor",
+        "Who may start and end calls at configured positions: supervisor (and admin), admin, off.",
+        choices=("supervisor", "admin", "off"),
+    )
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,9 @@ class DaemonConfig:
     metrics_listen: str = _f(
         "127.0.0.1:9108",
         "host:port of the Prometheus text endpoint (localhost only by default); off disables it.",
+    )
+    metrics_token_file: str = _f(
+        "", "File with a bearer token the metrics endpoint requires (warned about off loopback)."
     )
 
 
@@ -383,184 +388,3 @@ class AppConfig:
 
 
 # -- loading ------------------------------------------------------------------------------
-
-
-def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _check_scalar(key, value, args[0], meta)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false, got {value!r}")
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be an integer, got {value!r}")
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"must be a number, got {value!r}")
-        value = float(value)
-    elif tp is str and not isinstance(value, str):
-        raise ConfigError(key, f"must be a string, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(
-            key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}"
-        )
-    if "min" in meta and value < meta["min"]:
-        raise ConfigError(key, f"must be >= {meta['min']}, got {value!r}")
-    if "max" in meta and value > meta["max"]:
-        raise ConfigError(key, f"must be <= {meta['max']}, got {value!r}")
-    if "pattern" in meta:
-        import re
-
-        if not re.fullmatch(meta["pattern"], value):
-            raise ConfigError(key, f"must match {meta['pattern']}, got {value!r}")
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(
-            prefix.rstrip(".") or "(root)", f"must be a table, got {type(data).__name__}"
-        )
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    for key in data:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{prefix}{key}", f"unknown key (known keys: {known})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        key = f"{prefix}{name}"
-        kwargs[name] = _value(key, data[name], hints[name], dict(f.metadata))
-    return cls(**kwargs)
-
-
-def _value(key: str, value: Any, tp: Any, meta: dict) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
-    if typing.get_origin(tp) is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(key, f"must be a list, got {value!r}")
-        if dataclasses.is_dataclass(item_tp):
-            return [_build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
-        return [_check_scalar(f"{key}[{i}]", v, item_tp, {}) for i, v in enumerate(value)]
-    return _check_scalar(key, value, tp, meta)
-
-
-def _cross_checks(cfg: AppConfig) -> None:
-    ids = [p.id for p in cfg.positions]
-    for i, pid in enumerate(ids):
-        if pid in ids[:i]:
-            raise ConfigError(f"positions[{i}].id", f"duplicate position id {pid!r}")
-    for i, pos in enumerate(cfg.positions):
-        if not pos.customer_device and pos.channels.agent == pos.channels.customer:
-            raise ConfigError(
-                f"positions[{i}].channels.customer",
-                "agent and customer must be different channels of one device",
-            )
-    names = [r.name for r in cfg.rules]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"rules[{i}].name", f"duplicate rule name {name!r}")
-    url = cfg.mqtt.url
-    if url and not url.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError("mqtt.url", f"must start with mqtt:// or mqtts://, got {url!r}")
-    kinds = ("card", "expiry", "cvv", "dob", "id", "iban", "account", "pin")
-    for i, k in enumerate(cfg.redaction.auto_pause_kinds):
-        if k not in kinds:
-            raise ConfigError(
-                f"redaction.auto_pause_kinds[{i}]", f"must be one of {', '.join(kinds)}; got {k!r}"
-            )
-    for i, p in enumerate(cfg.emotion.providers):
-        if not p.endswith("ExecutionProvider"):
-            raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
-
-
-def config_from_dict(data: dict, base_dir: str | Path = "") -> AppConfig:
-    """Validate a parsed TOML document. Raises ConfigError naming the failing key."""
-    cfg = _build(AppConfig, data, "")
-    cfg = dataclasses.replace(cfg, base_dir=str(base_dir))
-    _cross_checks(cfg)
-    return cfg
-
-
-def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a TOML config file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("(syntax)", f"{path}: {exc}") from exc
-    return config_from_dict(data, base_dir=path.resolve().parent)
-
-
-def referenced_files(cfg: AppConfig) -> list[tuple[str, Path]]:
-    """Files a config points to, as (dotted key, path), for check-config's existence warnings."""
-    out: list[tuple[str, Path]] = []
-    pairs = [
-        ("mqtt.password_file", cfg.mqtt.password_file),
-        ("mqtt.ca_file", cfg.mqtt.ca_file),
-        ("mqtt.cert_file", cfg.mqtt.cert_file),
-        ("mqtt.key_file", cfg.mqtt.key_file),
-        ("stt.vosk_model", cfg.stt.vosk_model),
-        ("stt.whisper_model", cfg.stt.whisper_model),
-        ("emotion.model", cfg.emotion.model),
-        ("panel.cert_file", cfg.panel.cert_file),
-        ("panel.key_file", cfg.panel.key_file),
-        ("panel.metrics_token_file", cfg.panel.metrics_token_file),
-    ]
-    for key, value in pairs:
-        if value:
-            out.append((key, cfg.resolve(value)))
-    return out
-
-
-def describe(cls: type = AppConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every field: the documentation of the config."""
-    rows: list[tuple[str, str, str]] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        tp = hints[f.name]
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
-            rows.append((key, "", f.metadata.get("help", "")))
-            rows.extend(describe(tp, key + "."))
-            continue
-        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
-            rows.append((key + "[]", "", f.metadata.get("help", "")))
-            rows.extend(describe(typing.get_args(tp)[0], key + "[]."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((key, repr(default), f.metadata.get("help", "")))
-    return rows
-
-
-def config_reference(markdown: bool = False) -> str:
-    """The config reference: `check-config --describe [--markdown]`; docs/config.md is this output."""
-    rows = describe()
-    if not markdown:
-        return "".join(f"{k:40s} {d:24s} {h}\n" for k, d, h in rows)
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated by `appliance check-config --describe --markdown`; a test keeps it in sync with the code.",
-        "Sections are TOML tables; `positions` and `rules` are arrays of tables (`[[positions]]`).",
-        "",
-        "| key | default | description |",
-        "|---|---|---|",
-    ]
-    for k, d, h in rows:
-        lines.append(f"| `{k}` | {('`' + d + '`') if d else ''} | {h.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
