@@ -44,6 +44,10 @@ def _copy(value: Any) -> Any:
     return value
 
 
+_SEVERITIES = ("info", "warning", "critical")
+_URL = r"^(https?://\S+)?$"
+
+
 @dataclass(frozen=True)
 class BoxConfig:
     id: str = _f(
@@ -118,6 +122,10 @@ class MqttConfig:
         "A row unacknowledged this long on a live connection is published again (s).",
         min=1.0,
         max=86400.0,
+    )
+    customer_key_file: str = _f(
+        "",
+        "Site key for customer pseudonyms: the same file on every box of a site and at the CRM bridge, so a customer has one id site-wide (docs/crm.md). Empty = a random key per box (pseudonym.key in the state directory; ids then differ between boxes).",
     )
 
 
@@ -312,6 +320,29 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class BridgeRouteConfig:
+    name: str = _f("route", "Route name (logs, deliveries).", pattern=r"^[a-z0-9_-]{1,48}$")
+    rules: list[str] = _f([], "Rule ids matched (box or bridge rules); empty = any.")
+    severities: list[str] = _f([], "Severities matched; empty = any.", choices=_SEVERITIES)
+    segments: list[str] = _f([], "Customer segments matched; empty = any (also none).")
+    deliver: bool = _f(True, "false = matching events are stored, not delivered.")
+    webhook: str = _f("", "URL to POST to; empty = the bridge's webhook.", pattern=_URL)
+    secret_file: str = _f("", "Signing secret file; empty = the bridge's webhook_secret_file.")
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    webhook: str = _f(
+        "", "URL alerts and relationship signals are POSTed to; empty = store only.", pattern=_URL
+    )
+    webhook_secret_file: str = _f("", "File holding the webhook signing secret (>= 16 bytes).")
+    max_attempts: int = _f(10, "Delivery attempts before the dead-letter table.", min=1)
+    backoff_initial: float = _f(2.0, "Seconds before the first retry; doubles.", min=0.01)
+    lease_s: float = _f(60.0, "A dead instance's claimed delivery is retried after (s).", min=1.0)
+    routes: list[BridgeRouteConfig] = _f([], "First matching route decides; none = the webhook.")
+
+
+@dataclass(frozen=True)
 class AppConfig:
     box: BoxConfig = _f(BoxConfig(), "This box.")
     paths: PathsConfig = _f(PathsConfig(), "Files and directories.")
@@ -328,6 +359,9 @@ class AppConfig:
     retention: RetentionConfig = _f(RetentionConfig(), "Retention per table.")
     panel: PanelConfig = _f(PanelConfig(), "Supervisor panel.")
     daemon: DaemonConfig = _f(DaemonConfig(), "Live capture daemon.")
+    bridge: BridgeConfig = _f(
+        BridgeConfig(), "The CRM-side consumer (`appliance bridge`): webhooks and routing."
+    )
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}
     )
@@ -416,7 +450,7 @@ def _value(key: str, value: Any, tp: Any, meta: dict) -> Any:
             raise ConfigError(key, f"must be a list, got {value!r}")
         if dataclasses.is_dataclass(item_tp):
             return [_build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
-        return [_check_scalar(f"{key}[{i}]", v, item_tp, {}) for i, v in enumerate(value)]
+        return [_check_scalar(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
     return _check_scalar(key, value, tp, meta)
 
 
@@ -473,6 +507,7 @@ def referenced_files(cfg: AppConfig) -> list[tuple[str, Path]]:
         ("mqtt.ca_file", cfg.mqtt.ca_file),
         ("mqtt.cert_file", cfg.mqtt.cert_file),
         ("mqtt.key_file", cfg.mqtt.key_file),
+        ("mqtt.customer_key_file", cfg.mqtt.customer_key_file),
         ("stt.vosk_model", cfg.stt.vosk_model),
         ("stt.whisper_model", cfg.stt.whisper_model),
         ("emotion.model", cfg.emotion.model),
