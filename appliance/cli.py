@@ -242,6 +242,19 @@ def cmd_customer_key(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bridge(a: argparse.Namespace) -> int:
+    from appliance.bridge.cli import main
+
+    return main(a)
+
+
+def add_bridge_parser(sub) -> None:
+    from appliance.bridge.cli import add_parser
+
+    add_parser(sub)
+    sub.choices["bridge"].set_defaults(func=cmd_bridge)
+
+
 def add_customer_key_parser(sub) -> None:
     k = sub.add_parser(
         "customer-key",
@@ -389,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--db", metavar="PATH")
     rt.set_defaults(func=cmd_retention)
     add_customer_key_parser(sub)
+    add_bridge_parser(sub)
     return p
 
 
