@@ -40,9 +40,7 @@ def run(a: argparse.Namespace) -> int:
     from appliance.store.central.db import CentralDB, CentralError
     from appliance.store.central.schema import migrate
 
-    missing = [
-        o for o in ("mqtt", "group", "client_id", "db", "customer_key_file") if not getattr(a, o)
-    ]
+    missing = [o for o in ("mqtt", "client_id", "db", "customer_key_file") if not getattr(a, o)]
     if missing:
         flags = ", ".join("--" + m.replace("_", "-") for m in missing)
         return _error(f"appliance bridge needs {flags}")

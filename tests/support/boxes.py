@@ -108,13 +108,37 @@ class MessageFactory:
         return out
 
 
-def box_config(tmp: Path, box_id: str, url: str, key_file: Path):
-    """The config of a simulated box publishing to `url` with the site key."""
-    return config_from_dict(
-        {
-            "box": {"id": box_id},
-            "paths": {"db": str(tmp / f"{box_id}.db")},
-            "mqtt": {"url": url, "customer_key_file": str(key_file), "max_inflight": 100},
-        },
-        base_dir=tmp,
-    )
+class SimulatedBox:
+    """A box without audio: messages queued in its real outbox (SQLite, `Store.write`) and
+    delivered by its real `Publisher` (QoS 1, PUBACK, checkpoint)."""
+
+    def __init__(self, tmp: Path, box_id: str, url: str, key: bytes):
+        from appliance.publish.mqtt import Publisher
+        from appliance.store.writer import Store
+
+        self.factory = MessageFactory(box_id, key)
+        self.db_path = tmp / f"{box_id}.db"
+        cfg = config_from_dict(
+            {"box": {"id": box_id}, "mqtt": {"url": url, "max_inflight": 200, "batch_size": 500}}
+        )
+        self.store = Store(self.db_path, box_id=box_id)
+        self.publisher = Publisher(self.db_path, cfg.mqtt, box_id=box_id)
+        self.msg_ids: list[str] = []
+
+    def queue(self, messages: list[dict], batch: int = 500) -> None:
+        """Into the outbox, `batch` messages per transaction (the store stamps seq)."""
+        for i in range(0, len(messages), batch):
+            chunk = messages[i : i + batch]
+            stamped = self.store.write(messages=[(m["schema"].split("/")[0], m) for m in chunk])
+            self.msg_ids += [m["msg_id"] for m in stamped]
+        self.publisher.wake()
+
+    def start(self) -> SimulatedBox:
+        self.publisher.start()
+        return self
+
+    def close(self, flush_timeout: float = 30.0) -> bool:
+        ok = self.publisher.flush(flush_timeout)
+        self.publisher.stop()
+        self.store.close()
+        return ok

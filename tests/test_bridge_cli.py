@@ -1,0 +1,96 @@
+"""`appliance bridge` as a process against a real mosquitto: ready on stderr, the MQTT 3.1.1
+option, garbage on the score topics refused and counted, bad arguments named, status JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from support.boxes import SimulatedBox
+from support.bridges import BridgeProcess, appliance_cmd, bridge_args
+
+from appliance.publish.pseudonym import new_key_file
+
+
+def bridge_status(dsn: str) -> dict:
+    out = subprocess.run(
+        [*appliance_cmd(), "bridge", "status", "--db", dsn, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def wait_messages(dsn: str, n: int, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = bridge_status(dsn)
+        if s["messages"] >= n or time.monotonic() > deadline:
+            return s
+        time.sleep(0.3)
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_single_instance_stores_what_a_box_publishes(tmp_path, broker, protocol):
+    key = new_key_file(tmp_path / "site.key")
+    dsn = str(tmp_path / "central.db")
+    group = None if protocol == "3.1.1" else "crm"  # 3.1.1: plain topics, one instance
+    b = BridgeProcess(
+        bridge_args(broker.url, dsn, tmp_path / "site.key", "crm-1", group, protocol=protocol),
+        "crm-1",
+    ).start()
+    box = SimulatedBox(tmp_path, "box-a", broker.url, key).start()
+    try:
+        box.queue(box.factory.history(["CRM-1", "CRM-2"], calls_each=3))
+        assert box.close()
+        # garbage on a score topic: refused, counted, the bridge goes on
+        raw = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="junk")
+        raw.connect("127.0.0.1", broker.port)
+        raw.loop_start()
+        raw.publish("callcenter/v1/box-a/call", b"{not json", qos=1).wait_for_publish(5)
+        raw.publish("callcenter/v1/box-a/alert", json.dumps({"text": "x"}), qos=1).wait_for_publish(
+            5
+        )
+        raw.disconnect()
+        raw.loop_stop()
+        s = wait_messages(dsn, len(box.msg_ids))
+        deadline = time.monotonic() + 10
+        while s["rejected"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            s = bridge_status(dsn)
+    finally:
+        rc = b.stop()
+    assert rc == 0, b.log[-5:]
+    assert s["messages"] == len(box.msg_ids) and s["rejected"] == 2
+    assert s["calls"] == 6 and {c["calls"] for c in s["customers"]} == {3}
+    summary = json.loads(b.log[-1])
+    assert summary["stored"] == len(box.msg_ids) and summary["rejected"] == 2
+
+
+def test_bad_arguments_are_named(tmp_path):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*appliance_cmd(), "bridge", *args], capture_output=True, text=True, timeout=60
+        )
+
+    r = run("--db", str(tmp_path / "c.db"))
+    assert r.returncode == 2 and "--mqtt, --client-id, --customer-key-file" in r.stderr
+    base = ["--mqtt", "mqtt://127.0.0.1:1", "--group", "g", "--client-id", "c"]
+    base += ["--db", str(tmp_path / "c.db")]
+    r = run(*base, "--customer-key-file", str(tmp_path / "none.key"))
+    assert r.returncode == 2 and "none.key does not exist" in r.stderr
+    new_key_file(tmp_path / "site.key")
+    keyed = [*base, "--customer-key-file", str(tmp_path / "site.key")]
+    r = run(*keyed, "--webhook", "http://127.0.0.1:1/h")
+    assert r.returncode == 2 and "signing secret" in r.stderr
+    r = run(*keyed[:2], *keyed[4:])  # no group with MQTT 5
+    assert r.returncode == 2 and "--group" in r.stderr
+    r = run(*keyed, "--db", "mysql://x/y")
+    assert r.returncode == 2 and "unsupported database" in r.stderr
+    (tmp_path / "bad.toml").write_text('[bridge]\nwebhook = "ftp://x"\n')
+    r = run(*keyed, "--config", str(tmp_path / "bad.toml"))
+    assert r.returncode == 2 and "bridge.webhook" in r.stderr
