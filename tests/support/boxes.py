@@ -21,6 +21,7 @@ class MessageFactory:
         self.key = key
         self.key_id = key_id(key)
         self._seq = itertools.count(1)
+        self._calls_of: dict[str, int] = {}
         self.now = 1_790_000_000.0
 
     def customer(self, ref: str) -> str:
@@ -93,18 +94,22 @@ class MessageFactory:
         return self._msg("utterance", body)
 
     def history(self, refs: list[str], calls_each: int, utterances: int = 3) -> list[dict]:
-        """Whole calls (utterances, live updates, an alert now and then, the ended summary)."""
+        """Whole calls (utterances, live updates, an alert every third call, the ended summary);
+        customers at odd positions in `refs` decline call after call (site signals)."""
         out: list[dict] = []
-        for n, ref in itertools.product(range(calls_each), refs):
-            call_id = str(uuid.uuid4())
-            self.now += 3600.0
-            sentiment = 0.3 - 0.08 * n if hash(ref) % 2 else 0.2
-            for i in range(utterances):
-                out.append(self.utterance(call_id, i, sentiment))
-                out.append(self.call(call_id, ref, sentiment, state="live"))
-            if n % 3 == 2:
-                out.append(self.alert(call_id, ref))
-            out.append(self.call(call_id, ref, sentiment, segment="retail"))
+        for _ in range(calls_each):
+            for i, ref in enumerate(refs):
+                k = self._calls_of.get(ref, 0)
+                self._calls_of[ref] = k + 1
+                call_id = str(uuid.uuid4())
+                self.now += 3600.0
+                sentiment = max(-1.0, 0.3 - 0.15 * k) if i % 2 else 0.25
+                for u in range(utterances):
+                    out.append(self.utterance(call_id, u, sentiment))
+                    out.append(self.call(call_id, ref, sentiment, state="live"))
+                if (k + i) % 3 == 2:
+                    out.append(self.alert(call_id, ref))
+                out.append(self.call(call_id, ref, sentiment, segment="retail"))
         return out
 
 
