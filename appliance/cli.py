@@ -34,11 +34,13 @@ def _load_cfg(path: str | None):
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.ops.demo import run_demo
 
-    result = run_demo(a.once, a.json, a.no_panel, a.mqtt, a.db, a.speed, a.port)
+    result = run_demo(
+        a.once, a.json, a.no_panel, a.mqtt, a.db, a.speed, a.port, history=not a.no_history
+    )
     print(
         json.dumps(result)
         if a.json
-        else f"calls={result['calls']} utterances={result['utterances']} published={result['published']} pending={result['pending']} db={result['db']}"
+        else f"calls={result['calls']} (earlier, seeded: {result['history']}) utterances={result['utterances']} published={result['published']} pending={result['pending']} db={result['db']}"
     )
     return 0
 
@@ -303,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--port", type=int, default=8080, help="panel port on 127.0.0.1 (0 = any free port)"
+    )
+    d.add_argument(
+        "--no-history", action="store_true", help="do not seed earlier calls on a new database"
     )
     d.set_defaults(func=cmd_demo)
 
