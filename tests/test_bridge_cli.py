@@ -94,3 +94,34 @@ def test_bad_arguments_are_named(tmp_path):
     (tmp_path / "bad.toml").write_text('[bridge]\nwebhook = "ftp://x"\n')
     r = run(*keyed, "--config", str(tmp_path / "bad.toml"))
     assert r.returncode == 2 and "bridge.webhook" in r.stderr
+
+
+def test_a_retired_instance_drains_its_queue_and_leaves_the_group(tmp_path, broker, pg_dsn):
+    """mosquitto keeps queueing a stopped member's share of a shared subscription; `--retire`
+    takes that share and ends the session, after which the others get everything."""
+    key = new_key_file(tmp_path / "site.key")
+    args = {n: bridge_args(broker.url, pg_dsn, tmp_path / "site.key", n) for n in ("a", "b")}
+    a = BridgeProcess(args["a"], "a").start()
+    b = BridgeProcess(args["b"], "b").start()
+    box = SimulatedBox(tmp_path, "box-a", broker.url, key).start()
+    try:
+        assert b.stop() == 0  # clean stop: its session and share stay on the broker
+        box.queue(box.factory.history(["CRM-1"], calls_each=4))
+        assert box.publisher.flush(20)
+        first = len(box.msg_ids)
+        s = wait_messages(pg_dsn, first, timeout=5)
+        assert s["messages"] < first  # b's share waits for b
+        r = subprocess.run(
+            [*appliance_cmd(), "bridge", *args["b"], "--retire"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr[-1000:]
+        assert wait_messages(pg_dsn, first)["messages"] == first
+        box.queue(box.factory.history(["CRM-2"], calls_each=4))  # now all of it goes to a
+        assert box.close()
+        s = wait_messages(pg_dsn, len(box.msg_ids), timeout=20)
+    finally:
+        a.stop()
+    assert s["messages"] == len(box.msg_ids)

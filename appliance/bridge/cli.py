@@ -107,12 +107,20 @@ def run(a: argparse.Namespace) -> int:
         site_key,
         "on" if router.delivers else "off",
     )
+    retired = None
     try:
-        stop.wait()
+        if a.retire:
+            retired = consumer.retire()
+        else:
+            stop.wait()
     finally:
-        consumer.stop()
+        if retired is not True:
+            consumer.stop()
         deliverer.stop()
         db.close()
+    if retired is False:
+        print("error: the queue did not drain: the instance keeps its session", file=sys.stderr)
+        return 1
     print(
         json.dumps(
             {
@@ -196,6 +204,11 @@ def add_parser(sub) -> None:
     b.add_argument("--config", metavar="PATH", help="config with [bridge] routes, [mqtt] TLS")
     b.add_argument(
         "--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)"
+    )
+    b.add_argument(
+        "--retire",
+        action="store_true",
+        help="take what is queued for this client id, then leave the group for good and exit",
     )
     bsub = b.add_subparsers(dest="bridge_cmd")
     st = bsub.add_parser("status", help="calls, alerts, customers and the webhook queue")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -63,6 +64,7 @@ class Consumer:
         self.on_fatal = on_fatal
         self.ready = threading.Event()
         self.connects = 0
+        self._last_message = time.monotonic()
         self._host, self._port, _ = parse_url(settings.url)
         if protocol == "5":
             self.client = mqtt.Client(
@@ -100,6 +102,31 @@ class Consumer:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def retire(self, idle_s: float = 3.0, timeout: float = 600.0) -> bool:
+        """Leave the group for good: take what the broker queued for this instance until
+        nothing arrives for `idle_s`, unsubscribe, and end the session (MQTT 5: expiry 0).
+        A stopped instance's share otherwise keeps queueing on mosquitto until its session
+        expires, and is lost then. False when it did not drain within `timeout`."""
+        deadline = time.monotonic() + timeout
+        if not self.ready.wait(max(0.0, deadline - time.monotonic())):
+            return False
+        while time.monotonic() - self._last_message < idle_s:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        done = threading.Event()
+        self.client.on_unsubscribe = lambda *args, **kwargs: done.set()
+        self.client.unsubscribe(self.topics)
+        if not done.wait(30):
+            return False
+        props = None
+        if self.protocol == "5":
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
+        self.client.loop_stop()
+        return True
+
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
@@ -131,6 +158,7 @@ class Consumer:
             topic = message.topic
         except UnicodeDecodeError:
             topic = "?"  # refused and counted as a bad topic
+        self._last_message = time.monotonic()
         try:
             self.ingestor.handle(topic, message.payload)
         except Exception as exc:  # the database failed past its retries: do not acknowledge

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 
 from appliance.bridge.routing import Router
+from appliance.bridge.webhook import encode
 from appliance.publish import contract
 from appliance.scoring import relationship
 from appliance.scoring.relationship import Signal
@@ -250,6 +251,6 @@ class Ingestor:
         target = self.router.route(body)
         if target is None:
             return
-        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        text = encode(body)
         if deliveries.enqueue(tx, key, body["event"], target.route, target.url, text):
             queued.append(True)
