@@ -45,6 +45,7 @@ def _copy(value: Any) -> Any:
 
 
 _SEVERITIES = ("info", "warning", "critical")
+_EVENTS = ("alert", "relationship_signal")  # a box's alert, the bridge's site-wide signal
 _URL = r"^(https?://\S+)?$"
 
 
@@ -322,6 +323,7 @@ class DaemonConfig:
 @dataclass(frozen=True)
 class BridgeRouteConfig:
     name: str = _f("route", "Route name (logs, deliveries).", pattern=r"^[a-z0-9_-]{1,48}$")
+    events: list[str] = _f([], "Events matched; empty = both.", choices=_EVENTS)
     rules: list[str] = _f([], "Rule ids matched (box or bridge rules); empty = any.")
     severities: list[str] = _f([], "Severities matched; empty = any.", choices=_SEVERITIES)
     segments: list[str] = _f([], "Customer segments matched; empty = any (also none).")

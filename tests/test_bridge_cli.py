@@ -125,3 +125,35 @@ def test_a_retired_instance_drains_its_queue_and_leaves_the_group(tmp_path, brok
     finally:
         a.stop()
     assert s["messages"] == len(box.msg_ids)
+
+
+def test_a_database_outage_stops_the_instance_before_it_acknowledges(tmp_path, broker):
+    """PostgreSQL goes down under a running bridge: the instance exits with code 3 without
+    acknowledging the message in hand; restarted once the database is back, it stores all."""
+    pytest.importorskip("psycopg")
+    from support.postgres import TempCluster, find_bindir
+
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL server binaries not installed")
+    cluster = TempCluster(find_bindir()).start()
+    try:
+        dsn = cluster.new_database()
+        key = new_key_file(tmp_path / "site.key")
+        b = BridgeProcess(bridge_args(broker.url, dsn, tmp_path / "site.key", "crm-1"), "crm-1")
+        b.start()
+        box = SimulatedBox(tmp_path, "box-a", broker.url, key).start()
+        box.queue(box.factory.history(["CRM-1"], calls_each=2))
+        first = len(box.msg_ids)
+        assert wait_messages(dsn, first)["messages"] == first
+        cluster.stop(remove=False)  # the database crashes
+        box.queue(box.factory.history(["CRM-2"], calls_each=2))
+        assert b.proc.wait(60) == 3
+        assert any("central database failing" in line for line in b.log)
+        cluster.start()
+        b.start()
+        assert box.close()
+        s = wait_messages(dsn, len(box.msg_ids))
+        b.stop()
+        assert s["messages"] == len(box.msg_ids) and s["calls"] == 4
+    finally:
+        cluster.stop()

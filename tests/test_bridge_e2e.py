@@ -2,8 +2,9 @@
 (`appliance analyze --mqtt`, real models, different box ids, one site key, the same customer);
 two bridge instances in one shared-subscription group; PostgreSQL in a temporary cluster; a
 webhook receiver that checks signatures. One bridge is killed with -9 while the first box
-publishes and restarted after the second: every call and alert is stored once and every alert
-delivered (a second delivery only ever under the same idempotency key)."""
+publishes and restarted after the second; a third call makes the customer at risk site-wide.
+Every call and alert is stored once and every alert and signal delivered (a second delivery
+only ever under the same idempotency key)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ def test_two_boxes_two_bridges_one_killed(tmp_path, pg_dsn):
             box_b = analyze("box-b", tmp_path, broker.url)  # crm-a's share queues for it
             assert box_b.wait(120) == 0, box_b.stderr.read()[-2000:]
             bridges["crm-a"].start()
+            # a third call of the same customer, negative like the others: at risk site-wide
+            box_b = analyze("box-b", tmp_path, broker.url)
+            assert box_b.wait(120) == 0, box_b.stderr.read()[-2000:]
             sent = outbox(tmp_path / "box-a.db") + outbox(tmp_path / "box-b.db")
             ids = {m["msg_id"] for m in sent}
             alerts = {m["msg_id"] for m in sent if m["schema"] == "alert/1"}
@@ -135,16 +139,18 @@ def test_two_boxes_two_bridges_one_killed(tmp_path, pg_dsn):
     assert {r[0] for r in stored} == ids and all(r[1] == 1 for r in stored)
     assert late > 0, "the restarted instance received what was queued for it"
     # the calls and alerts of both boxes, once each
-    assert status["calls"] == 2 and status["alerts"] == len(alerts) >= 2
+    assert status["calls"] == 3 and status["alerts"] == len(alerts) >= 3
     calls = query(pg_dsn, "SELECT box_id, state, customer, customer_key FROM calls ORDER BY box_id")
     site_id = pseudonymise(CUSTOMER, key)
-    assert calls == [
-        ("box-a", "ended", site_id, key_id(key)),
-        ("box-b", "ended", site_id, key_id(key)),
-    ]
-    # one customer across both boxes
+    assert (
+        calls
+        == [("box-a", "ended", site_id, key_id(key))]
+        + [("box-b", "ended", site_id, key_id(key))] * 2
+    )
+    # one customer across both boxes, persistently negative: at risk, one signal
     (customer,) = status["customers"]
-    assert customer["customer"] == site_id and (customer["calls"], customer["boxes"]) == (2, 2)
+    assert customer["customer"] == site_id and (customer["calls"], customer["boxes"]) == (3, 2)
+    assert customer["state"] == "at_risk" and status["signals"] >= 1
     # every alert (and every site signal) delivered, signed; duplicates only under one key
     delivered = hook.keys()
     signals = {r[0] for r in query(pg_dsn, "SELECT alert_id FROM alerts WHERE origin = 'site'")}

@@ -156,6 +156,7 @@ def test_routes_by_rule_severity_and_segment(tmp_path):
         {
             "routes": [
                 {"name": "quiet", "rules": ["likely_advocate"], "deliver": False},
+                {"name": "site-only", "events": ["alert"], "rules": ["r1"], "deliver": False},
                 {
                     "name": "escalate",
                     "severities": ["critical"],
@@ -172,6 +173,9 @@ def test_routes_by_rule_severity_and_segment(tmp_path):
     assert r.secret("escalate") == b"e" * 20
     assert r.route({**gold_critical, "segment": "retail"}).route == "default"
     assert r.route({"rule": "likely_advocate", "severity": "info"}) is None
+    # the box's own view of a rule dropped, the bridge's site-wide signal of it delivered
+    assert r.route({"event": "alert", "rule": "r1", "severity": "info"}) is None
+    assert r.route({"event": "relationship_signal", "rule": "r1"}).route == "default"
     assert r.secret("gone") == b"0123456789abcdef0123"  # a route since removed: the default
     with pytest.raises(RoutingError, match="signing secret"):
         Router(config_from_dict({"bridge": {"webhook": "http://x/"}}).bridge)
@@ -181,11 +185,11 @@ def test_routes_by_rule_severity_and_segment(tmp_path):
         router(tmp_path, {"webhook_secret_file": str(short)})
 
 
-def test_instances_queue_up_on_one_customer(central_dsn, tmp_path):
+def test_instances_queue_up_on_one_customer(pg_dsn, tmp_path):
     """Two instances storing one customer's calls at once: every call counted, one signal."""
-    if not central_dsn.startswith("postgresql"):
-        pytest.skip("several instances share PostgreSQL")
     import threading
+
+    central_dsn = pg_dsn
 
     box = MessageFactory("box-a", KEY)
     msgs = [box.call(f"c{i}", "CRM-9", -0.4, ended_at=1e9 + i) for i in range(30)]

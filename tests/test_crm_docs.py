@@ -119,3 +119,14 @@ def test_commands_on_the_page_parse():
     assert len(shown) >= 5
     for line in shown:
         parser.parse_args(shlex.split(line.split(" #")[0])[1:])
+
+
+def test_the_config_examples_on_the_page_validate():
+    import tomllib
+
+    from appliance.config import config_from_dict
+
+    blocks = [b[len("toml") :] for b in DOC.read_text().split("```")[1::2] if b.startswith("toml")]
+    assert len(blocks) >= 2
+    for block in blocks:
+        config_from_dict(tomllib.loads(block))

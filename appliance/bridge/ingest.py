@@ -198,14 +198,13 @@ class Ingestor:
     def _customer(self, tx: Tx, p: dict, queued: list[bool]) -> None:
         customer = p["customer"]
         row = central.lock_customer(tx, customer)
-        calls = central.customer_calls(tx, customer, self.key_id)
-        scored = [c for c in calls if relationship.has_score(c)][-HISTORY_CALLS:]
+        calls, boxes, scored = central.customer_calls(tx, customer, self.key_id, HISTORY_CALLS)
         state = relationship.replay_customer(
             [(c["call_id"], c, c["ended_at"] or 0.0) for c in scored]
         )
         fields: dict = {
-            "calls": len(calls),
-            "boxes": len({c["box_id"] for c in calls}),
+            "calls": calls,
+            "boxes": boxes,
             "segment": p.get("segment") or row["segment"],
             "last_call_id": p["call_id"],
         }

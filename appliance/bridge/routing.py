@@ -1,5 +1,5 @@
-"""Where an event goes: the first `[[bridge.routes]]` entry that matches its rule, severity and
-segment decides (deliver to its webhook, to the bridge's webhook, or not at all); an event no
+"""Where an event goes: the first `[[bridge.routes]]` entry that matches its event, rule,
+severity and segment decides (deliver to its webhook, to the bridge's webhook, or not at all); an event no
 route matches goes to the bridge's webhook. Secrets are read once, at start, and checked."""
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def read_secret(path: str | Path, what: str) -> bytes:
 
 def _matches(route: BridgeRouteConfig, event: dict) -> bool:
     return (
-        (not route.rules or event.get("rule") in route.rules)
+        (not route.events or event.get("event") in route.events)
+        and (not route.rules or event.get("rule") in route.rules)
         and (not route.severities or event.get("severity") in route.severities)
         and (not route.segments or event.get("segment") in route.segments)
     )

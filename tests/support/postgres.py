@@ -48,14 +48,16 @@ class TempCluster:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     def start(self) -> TempCluster:
-        if self.user:
-            pw = pwd.getpwnam(self.user)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        r = self._run(
-            "initdb", "-D", str(self.data), "-A", "trust", "-U", "appliance", "-E", "UTF8"
-        )
-        if r.returncode:
-            raise RuntimeError(f"initdb failed: {r.stderr[-500:]}")
+        """initdb (the first time) and start the server."""
+        if not self.data.exists():
+            if self.user:
+                pw = pwd.getpwnam(self.user)
+                os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            r = self._run(
+                "initdb", "-D", str(self.data), "-A", "trust", "-U", "appliance", "-E", "UTF8"
+            )
+            if r.returncode:
+                raise RuntimeError(f"initdb failed: {r.stderr[-500:]}")
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir}"
             " -c max_connections=60 -c shared_buffers=32MB"
@@ -80,6 +82,8 @@ class TempCluster:
             conn.execute(f"CREATE DATABASE {name}")
         return self.dsn(name)
 
-    def stop(self) -> None:
+    def stop(self, remove: bool = True) -> None:
+        """Stop the server the hard way (a crash); `remove=False` keeps the cluster to start again."""
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)

@@ -102,14 +102,22 @@ def lock_customer(tx: Tx, customer: str) -> dict:
     return row
 
 
-def customer_calls(tx: Tx, customer: str, key: str | None) -> list[dict]:
-    """The customer's ended calls in time order (made under the site key `key` or in clear)."""
-    return tx.all(
-        "SELECT call_id, box_id, segment, sentiment_mean, enthusiasm, ended_at FROM calls"
-        " WHERE customer = ? AND state = 'ended' AND (customer_key IS NULL OR customer_key = ?)"
-        " ORDER BY ended_at, call_id",
-        (customer, key or ""),
+def customer_calls(tx: Tx, customer: str, key: str, limit: int) -> tuple[int, int, list[dict]]:
+    """(ended calls, boxes, the last `limit` scored calls in time order) of a customer, counting
+    the calls made under the site key `key` or in clear."""
+    mine = "customer = ? AND state = 'ended' AND (customer_key IS NULL OR customer_key = ?)"
+    counts = tx.one(
+        f"SELECT count(*) AS calls, count(DISTINCT box_id) AS boxes FROM calls WHERE {mine}",
+        (customer, key),
     )
+    rows = tx.all(
+        "SELECT call_id, box_id, sentiment_mean, enthusiasm, ended_at FROM calls"
+        f" WHERE {mine} AND sentiment_mean IS NOT NULL ORDER BY ended_at DESC, call_id DESC"
+        " LIMIT ?",
+        (customer, key, limit),
+    )
+    assert counts is not None
+    return int(counts["calls"]), int(counts["boxes"]), rows[::-1]
 
 
 def save_customer(tx: Tx, customer: str, fields: dict) -> None:
