@@ -31,14 +31,30 @@ def _error(text: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _central(dsn: str):
+    """The central database, migrated (instances starting together migrate in turn)."""
+    from appliance.store.central.db import CentralDB
+    from appliance.store.central.schema import migrate
+
+    db = CentralDB(dsn)
+    try:
+        applied = migrate(db)
+    except BaseException:
+        db.close()
+        raise
+    if applied:
+        log.info("central database migrated: %s", ", ".join(applied))
+    return db
+
+
 def run(a: argparse.Namespace) -> int:
     from appliance.bridge.consumer import Consumer
     from appliance.bridge.ingest import Ingestor
     from appliance.bridge.routing import Router, RoutingError
     from appliance.bridge.webhook import Deliverer
+    from appliance.publish.mqtt import parse_url
     from appliance.publish.pseudonym import PseudonymKeyError, key_id, load_key
-    from appliance.store.central.db import CentralDB, CentralError
-    from appliance.store.central.schema import migrate
+    from appliance.store.central.db import CentralError
 
     missing = [o for o in ("mqtt", "client_id", "db", "customer_key_file") if not getattr(a, o)]
     if missing:
@@ -60,8 +76,6 @@ def run(a: argparse.Namespace) -> int:
         router = Router(bridge, resolve=cfg.resolve)
         site_key = key_id(load_key(a.customer_key_file))
         mqtt_settings = cfg.mqtt_resolved(a.mqtt)
-        from appliance.publish.mqtt import parse_url
-
         parse_url(mqtt_settings.url)
         password = (
             Path(mqtt_settings.password_file).read_text().strip()
@@ -71,12 +85,9 @@ def run(a: argparse.Namespace) -> int:
     except (ConfigError, RoutingError, PseudonymKeyError, ValueError, OSError) as exc:
         return _error(str(exc))
     try:
-        db = CentralDB(a.db)
-        applied = migrate(db)
+        db = _central(a.db)
     except CentralError as exc:
         return _error(str(exc))
-    if applied:
-        log.info("central database migrated: %s", ", ".join(applied))
     deliverer = Deliverer(a.db, router, a.client_id, bridge)
     ingestor = Ingestor(db, router, site_key, a.client_id, on_queued=deliverer.wake)
     stop = threading.Event()
@@ -136,17 +147,17 @@ def run(a: argparse.Namespace) -> int:
 
 
 def status(a: argparse.Namespace) -> int:
-    from appliance.store.central.db import CentralDB, CentralError
-    from appliance.store.central.schema import migrate
+    from appliance.store.central.db import CentralError
     from appliance.store.central.status import status as read_status
 
     try:
-        db = CentralDB(a.db)
-        migrate(db)
-        result = read_status(db, a.limit)
+        db = _central(a.db)
     except CentralError as exc:
         return _error(str(exc))
-    db.close()
+    try:
+        result = read_status(db, a.limit)
+    finally:
+        db.close()
     if a.json:
         print(json.dumps(result))
         return 0
@@ -166,25 +177,22 @@ def status(a: argparse.Namespace) -> int:
 
 def replay(a: argparse.Namespace) -> int:
     from appliance.store.central import deliveries
-    from appliance.store.central.db import CentralDB, CentralError
-    from appliance.store.central.schema import migrate
+    from appliance.store.central.db import CentralError
 
     if not a.all and not a.key and not a.list:
         return _error("bridge replay needs --all, --key KEY or --list")
     try:
-        db = CentralDB(a.db)
-        migrate(db)
+        db = _central(a.db)
+    except CentralError as exc:
+        return _error(str(exc))
+    try:
         if a.list:
             print(json.dumps(deliveries.dead_letters(db, limit=1000)))
             return 0
-        n = deliveries.replay(db, None if a.all else a.key)
-    except CentralError as exc:
-        return _error(str(exc))
+        print(json.dumps({"replayed": deliveries.replay(db, None if a.all else a.key)}))
+        return 0
     finally:
-        if "db" in locals():
-            db.close()
-    print(json.dumps({"replayed": n}))
-    return 0
+        db.close()
 
 
 def add_parser(sub) -> None:
