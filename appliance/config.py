@@ -124,10 +124,7 @@ class MqttConfig:
         min=1.0,
         max=86400.0,
     )
-    customer_key_file: str = _f(
-        "",
-        "Site key for customer pseudonyms: the same file on every box of a site and at the CRM bridge, so a customer has one id site-wide (docs/crm.md). Empty = a random key per box (pseudonym.key in the state directory; ids then differ between boxes).",
-    )
+    customer_key_file: str = _f("", "Site key for customer ids (docs/crm.md); empty = per box.")
 
 
 @dataclass(frozen=True)
@@ -334,9 +331,7 @@ class BridgeRouteConfig:
 
 @dataclass(frozen=True)
 class BridgeConfig:
-    webhook: str = _f(
-        "", "URL alerts and relationship signals are POSTed to; empty = store only.", pattern=_URL
-    )
+    webhook: str = _f("", "URL events are POSTed to; empty = store only.", pattern=_URL)
     webhook_secret_file: str = _f("", "File holding the webhook signing secret (>= 16 bytes).")
     max_attempts: int = _f(10, "Delivery attempts before the dead-letter table.", min=1)
     backoff_initial: float = _f(2.0, "Seconds before the first retry; doubles.", min=0.01)
@@ -361,9 +356,7 @@ class AppConfig:
     retention: RetentionConfig = _f(RetentionConfig(), "Retention per table.")
     panel: PanelConfig = _f(PanelConfig(), "Supervisor panel.")
     daemon: DaemonConfig = _f(DaemonConfig(), "Live capture daemon.")
-    bridge: BridgeConfig = _f(
-        BridgeConfig(), "The CRM-side consumer (`appliance bridge`): webhooks and routing."
-    )
+    bridge: BridgeConfig = _f(BridgeConfig(), "The CRM bridge: webhooks and routes.")
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}
     )
