@@ -81,7 +81,7 @@ def _value(key: str, value: Any, tp: Any, meta: dict) -> Any:
             raise ConfigError(key, f"must be a list, got {value!r}")
         if dataclasses.is_dataclass(item_tp):
             return [_build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
-        return [_check_scalar(f"{key}[{i}]", v, item_tp, {}) for i, v in enumerate(value)]
+        return [_check_scalar(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
     return _check_scalar(key, value, tp, meta)
 
 
