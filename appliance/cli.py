@@ -184,7 +184,7 @@ def cmd_emotion_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_train_emotion(a: argparse.Namespace) -> int:
-    import runpy
+    import subprocess
 
     script = Path(__file__).resolve().parent.parent / "models" / "train_emotion.py"
     if not script.exists():
@@ -193,12 +193,10 @@ def cmd_train_emotion(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    sys.argv = [str(script), "--data", a.data, "--out", a.out, *a.extra]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as exc:  # the script ends with SystemExit(main()); argparse exits 2
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    # A child process runs the script as a script: Python puts models/ first on its path, so the
+    # training package (models/emotion_training/) imports without path edits here or there.
+    argv = [sys.executable, str(script), "--data", a.data, "--out", a.out, *a.extra]
+    return subprocess.run(argv, check=False).returncode
 
 
 def cmd_web(a: argparse.Namespace) -> int:
