@@ -167,6 +167,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from appliance import bench_features as bench
     elif a.what == "capacity":
         from appliance import bench_capacity as bench
+    elif a.what == "realism":
+        from appliance import bench_realism as bench
     else:
         from appliance import bench_stt as bench
     return bench.main(a.options)
@@ -300,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="benchmarks (print ratios against peers measured in the same run)"
     )
-    b.add_argument("what", choices=("features", "capacity", "stt"))
+    b.add_argument("what", choices=("features", "capacity", "stt", "realism"))
     b.add_argument(
         "options",
         nargs=argparse.REMAINDER,
