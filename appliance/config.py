@@ -169,6 +169,20 @@ class VadConfig:
     max_utterance: float = _f(
         12.0, "Utterances are cut at this length (s) so scores stay live.", min=1.0, max=60.0
     )
+    speech_model: str = _f(
+        "silero",
+        "Speech check of each segment: silero (Silero VAD v6 from the faster-whisper package, pinned by SHA-256; drops hold music, ring-back, DTMF, beeps) or energy (level only).",
+        choices=("silero", "energy"),
+    )
+    speech_threshold: float = _f(
+        0.5, "Speech probability from which a 32 ms chunk counts as speech.", min=0.05, max=0.95
+    )
+    min_voiced: float = _f(
+        0.064,
+        "Seconds of speech chunks (32 ms each) a segment needs; segments with less are dropped as non-speech.",
+        min=0.0,
+        max=5.0,
+    )
 
 
 @dataclass(frozen=True)
