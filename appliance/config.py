@@ -224,6 +224,9 @@ class RuleConfig:
             "health",
             "negative_streak",
             "key_phrase",
+            "negative_evidence",
+            "upset",
+            "decline",
         ),
     )
     op: str = _f("<", "Comparison of signal against threshold.", choices=("<", "<=", ">", ">="))
