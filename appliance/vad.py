@@ -261,3 +261,40 @@ class Segmenter:
             self.rejected += 1
             return None
         return Segment(seg.start, seg.end, seg.audio, round(speech_s, 3), round(prob, 4))
+
+
+# Phrases Whisper-style recognisers write over music, tones and noise (their training subtitles'
+# closing lines). Over a segment the speech detector found little speech in, they are dropped.
+NONSPEECH_PHRASES: frozenset[str] = frozenset(
+    {
+        "you",
+        "thank you",
+        "thanks",
+        "thank you very much",
+        "thank you so much",
+        "thanks for watching",
+        "thank you for watching",
+        "bye",
+        "bye bye",
+        "okay",
+        "so",
+        "oh",
+        "hmm",
+        "music",
+        "applause",
+        "silence",
+        "subtitles by the amaraorg community",
+    }
+)
+NONSPEECH_TEXT_MAX_PROB = 0.35
+"""A known phrase is dropped when the segment's mean speech probability is below this."""
+
+
+def clean_transcript(text: str | None, speech_prob: float | None) -> str | None:
+    """The recogniser's text of a segment, or "" when it is one of the phrases recognisers invent
+    over non-speech and the speech detector heard little speech (mean probability below
+    `NONSPEECH_TEXT_MAX_PROB`). Unknown probability (energy VAD only) keeps the text."""
+    if not text or speech_prob is None or speech_prob >= NONSPEECH_TEXT_MAX_PROB:
+        return text
+    words = " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+    return "" if not words or words in NONSPEECH_PHRASES else text

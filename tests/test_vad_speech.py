@@ -113,3 +113,14 @@ def test_real_caller_keeps_its_speech():
     speechy = [s for s in energy if np.sum(det.probabilities(s.audio, sr) >= 0.5) >= 2]
     assert {s.start for s in out} == {s.start for s in speechy}
     assert len(out) >= 30
+
+
+def test_known_phrases_over_non_speech_are_dropped():
+    from appliance.vad import clean_transcript
+
+    assert clean_transcript("Thank you.", 0.1) == ""
+    assert clean_transcript(" you", 0.2) == ""
+    assert clean_transcript("Thanks for watching!", 0.05) == ""
+    assert clean_transcript("Thank you.", 0.8) == "Thank you."  # a caller's real thanks
+    assert clean_transcript("My car will not start", 0.1) == "My car will not start"
+    assert clean_transcript("Thank you.", None) == "Thank you."  # energy VAD: unknown
