@@ -291,6 +291,12 @@ def set_metrics(runs: list[Run]) -> dict:
         "backchannels": len(back),
         "confident_backchannels": _share(sum(_confident(u["emotion"]) for u in back), len(back)),
         "calm_alerts_per_hour": round(len(serious) / calm_hours, 2) if calm_hours else None,
+        # the same without the key-phrase rule (a word such as "cancel" heard: not an emotion call)
+        "calm_sentiment_alerts_per_hour": round(
+            sum(a.get("signal") != "key_phrase" for a in serious) / calm_hours, 2
+        )
+        if calm_hours
+        else None,
         "calm_alerts": serious,
         "valence_vs_text": _valence_agreement(utts),
         "texts": sorted({u["text"] for u in utts if u["text"]})[:12]
@@ -366,6 +372,7 @@ ROWS = (
     ("backchannels (n)", "backchannels", str),
     ("confident backchannels / backchannel", "confident_backchannels", _pct),
     ("warning+critical alerts / h (calm)", "calm_alerts_per_hour", str),
+    ("  of them sentiment alerts / h", "calm_sentiment_alerts_per_hour", str),
 )
 
 

@@ -20,7 +20,7 @@ the words first. An emotion model trained on acted speech is weak on valence out
 real calls its valence agreed with the text's sign about as often as chance)."""
 ACOUSTIC_WEIGHT_ALONE = 0.5
 """Weight of acoustic valence (times its confidence) when there is no transcript."""
-NEUTRAL_TEXT_WEIGHT = 0.3
+NEUTRAL_TEXT_WEIGHT = 0.15
 """Weight of a transcript of 3+ words without sentiment words, as evidence of a neutral state."""
 MIN_EVIDENCE_WORDS = 3
 """Utterances with fewer words ("mm-hmm", "okay", "thank you", "bye") are backchannels: they do not
@@ -29,6 +29,11 @@ MIN_EVIDENCE_S_NO_TEXT = 1.5
 """Without a transcript, an utterance counts as evidence from this duration on."""
 STRONG_TEXT = 0.5
 """A text sentiment at or below -STRONG_TEXT is one strong negative cue on its own."""
+WEAK_ACOUSTIC = 0.2
+"""A certain acoustic valence at or below -WEAK_ACOUSTIC is a (weak) negative cue; a neutral label's
+few hundredths below 0 are not."""
+CALM_VOICE = 0.85
+"""A certain neutral label at or above this confidence, with low arousal, is a clearly calm voice."""
 STRONG_ACOUSTIC = 0.7
 """A confident (>= this) acoustic label with valence <= -0.5 is one strong negative cue on its own."""
 
@@ -160,11 +165,20 @@ class ScoredUtterance:
         """0, 1 or 2: how strongly this utterance says "negative". 2 = both cues agree (text and a
         certain acoustic label), or one strong cue alone; 1 = one weak cue."""
         e = self.emotion
-        acoustic = e is not None and not e.uncertain and e.valence < 0
+        acoustic = e is not None and not e.uncertain and e.valence <= -WEAK_ACOUSTIC
         strong_acoustic = acoustic and e.confidence >= STRONG_ACOUSTIC and e.valence <= -0.5
         tc = self.text_cue
         text = tc is not None and tc < -0.05
-        strong_text = tc is not None and tc <= -STRONG_TEXT
+        # negative words said in a clearly calm voice (a problem described, not a caller upset)
+        # count as one cue, not as a strong one
+        calm_voice = (
+            e is not None
+            and not e.uncertain
+            and e.label == "neutral"
+            and e.confidence >= CALM_VOICE
+            and e.arousal < 0
+        )
+        strong_text = tc is not None and tc <= -STRONG_TEXT and not calm_voice
         if (acoustic and text) or strong_acoustic or strong_text:
             return 2
         return int(acoustic or text)
@@ -229,7 +243,7 @@ class CallScorer:
             "negative_evidence": float(cues),
             "upset": min(level, 0.0) if level is not None and cues >= 2 else 0.0,
             "decline": slope
-            if slope is not None and level is not None and level < 0 and cues >= 1
+            if slope is not None and level is not None and level < 0 and cues >= 2
             else 0.0,
             "enthusiasm": float(np.mean(e[-3:])) if e else None,
             "enthusiasm_slope": slope_per_minute(te[-window:], e[-window:]),

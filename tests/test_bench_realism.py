@@ -41,14 +41,19 @@ def test_set_metrics_counts_what_the_issue_asks_for():
         _u(9, 4.0, "That is great news, thanks", "neutral", 0.95, valence=0.1, ts=0.8),
         _u(14, 0.5, None, None),  # too short for an emotion
     ]
-    alerts = [{"rule": "customer_upset", "severity": "critical", "at": 5.0}]
+    alerts = [
+        {"rule": "customer_upset", "severity": "critical", "signal": "sentiment", "at": 5.0},
+        {"rule": "escalation_phrase", "severity": "warning", "signal": "key_phrase", "at": 9.0},
+        {"rule": "overtalk", "severity": "info", "signal": "overtalk_s", "at": 9.0},
+    ]
     m = B.set_metrics([B.Run(item, 360.0, utts, alerts)])
     assert m["customer_utterances"] == 5 and m["with_emotion"] == 4
     assert m["confident_non_neutral"] == pytest.approx(2 / 5)  # sad 0.9 and fearful 0.98
     assert m["negative_labels"] == pytest.approx(2 / 4)
     assert m["confident_short"] == pytest.approx(1 / 5)
     assert m["backchannels"] == 2 and m["confident_backchannels"] == pytest.approx(1 / 2)
-    assert m["calm_alerts_per_hour"] == pytest.approx(10.0)  # one alert in 6 minutes
+    assert m["calm_alerts_per_hour"] == pytest.approx(20.0)  # two alerts in 6 minutes
+    assert m["calm_sentiment_alerts_per_hour"] == pytest.approx(10.0)
     va = m["valence_vs_text"]
     assert va["n"] == 2 and va["sign_agreement"] == 1.0
     assert m["label_distribution"]["sad"] == pytest.approx(0.25)

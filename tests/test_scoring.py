@@ -16,7 +16,7 @@ def test_fusion_weights_uncertain_acoustics_less():
     assert fuse(None, None, 0).value is None
     assert fuse(emo(0.5), 0.0, 2).value == pytest.approx(0.5)  # 2 words, VADER 0 = no opinion
     # several words without sentiment words are weak evidence of a neutral state (words first)
-    assert 0 < fuse(emo(0.5), 0.0, 8).value < 0.25
+    assert 0 < fuse(emo(0.5), 0.0, 8).value < 0.35
     assert -1 <= fuse(emo(-1.0), -1.0, 10).value <= 1
 
 
@@ -99,3 +99,12 @@ def test_health_is_higher_for_a_good_call():
     good = _call([0.6, 0.7, 0.8, 0.7]).health()
     bad = _call([-0.2, -0.5, -0.7, -0.8]).health()
     assert 0 <= bad < good <= 1
+
+
+def test_negative_words_in_a_calm_voice_are_one_cue_not_a_strong_one():
+    calm = EmotionResult("neutral", 0.93, 0.0, -0.8, -0.01, False)
+    said_calmly = _utt(0, 0, 4, calm, -0.77)  # "Something is terribly wrong."
+    assert said_calmly.negative_cues == 1
+    assert _utt(1, 0, 4, None, -0.77).negative_cues == 2  # no voice to say otherwise
+    tense = EmotionResult("angry", 0.8, 0.9, 0.9, -0.6, False)
+    assert _utt(2, 0, 4, tense, -0.3).negative_cues == 2  # both cues
