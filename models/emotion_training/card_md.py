@@ -137,13 +137,59 @@ def _md_quantisation(card: dict) -> list[str]:
     return L
 
 
+def _md_real_calls(card: dict) -> list[str]:
+    """How the model behaves on real calls: the abstention rule, the deployment prior, the
+    out-of-distribution pull, the neutral anchors, and the realism benchmark's table."""
+    sp = card["spec"]
+    if not sp.get("deploy_prior"):
+        return []
+    ab, ood = sp.get("abstain") or {}, sp.get("ood") or {}
+    prior = ", ".join(f"{k} {v:g}" for k, v in zip(sp["labels"], sp["deploy_prior"], strict=True))
+    L = [
+        "",
+        "## On real calls",
+        f"- Abstention: an utterance shorter than {ab.get('min_duration_s')} s gets `uncertain: true`; so does "
+        f"one whose transcript is a backchannel (at most {ab.get('backchannel_max_words')} words, all from "
+        "`spec.abstain.backchannel_words`: mm-hmm, okay, yeah, thank you, bye, hello, ...), applied by the "
+        "pipeline when the text arrives (`appliance.emotion_policy.abstain_on_transcript`). Label and "
+        "probabilities stay for diagnostics; consumers ignore uncertain labels.",
+        f"- Deployment prior (logit adjustment from the balanced training prior): {prior}. A site sets its "
+        "own with `[emotion] prior` (7 numbers, label order). The CV figures above are without it (UAR is "
+        "a balanced measure).",
+        f"- Out-of-distribution: distance of the causal z-scores to the training data ({ood.get('method')}, "
+        f"{ood.get('k')} components, fitted at training time, stored in `spec.ood`); from its held-out median "
+        f"({ood.get('q50', 0):.2f}) the probabilities are pulled towards the deployment prior, fully at its "
+        f"held-out 99th percentile ({ood.get('q99', 0):.2f}), above which the result is uncertain.",
+    ]
+    an = card["training"].get("anchors")
+    if an:
+        L.append(
+            f"- Neutral anchors: {an['utterances']} utterances of calm, non-acted speech from "
+            f"{len(an['recordings'])} recordings (listed in the card; left out of the realism benchmark) "
+            "trained as neutral beside RAVDESS; kept out of the CV metrics."
+        )
+    a = (card["cv"]["summary"] or {}).get("anchors") or {}
+    if a:
+        L.append(
+            "- Held-out anchors in the CV (16k / phone): labelled neutral "
+            f"{a['16k']['neutral']:.3f} / {a['phone']['neutral']:.3f}, confident non-neutral "
+            f"{a['16k']['confident_non_neutral']:.3f} / {a['phone']['confident_non_neutral']:.3f}."
+        )
+    if card.get("realism"):
+        L += ["", "Realism benchmark (`appliance bench realism`, customer channel):", ""]
+        L += card["realism"]["table"].rstrip("\n").split("\n")
+    return L
+
+
 def _md_limits(card: dict) -> list[str]:
     L: list[str] = []
     L += [
         "",
         "## Limits",
-        "- Acted speech (two sentences, 20 North-American actors): expect lower accuracy on spontaneous call audio; "
-        "UAR on other corpora and real calls is unmeasured here.",
+        "- Acted speech (two sentences, 20 North-American actors) is the only emotional training data; "
+        "calm non-acted speech anchors only the neutral class. No real-call emotion labels exist here, so "
+        "accuracy on real emotional customers is unmeasured: the realism benchmark shows the model stays "
+        "quiet on calm speech, not that it is right on upset callers.",
         "- The first utterance of a call is scored with the training-set prior only; accuracy improves as the call's "
         "statistics accumulate.",
         "- Emotion recognition of employees is restricted in the EU (AI Act): the appliance scores the customer channel only.",
@@ -159,4 +205,5 @@ def render_card_md(card: dict) -> str:
     L = _md_header(card) + _md_what(card) + _md_data(card)
     if s:
         L += _md_cv(card, s) + _md_quantisation(card)
+    L += _md_real_calls(card)
     return "\n".join(L + _md_limits(card)) + "\n"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.emotion_policy import fit_ood
+
 from .calls import fit_priors, make_calls, normalise_calls, training_set
 from .channel import EVAL_VARIANTS
 from .config import LABELS, N_CLS, Config
@@ -19,9 +21,15 @@ from .metrics import (
     fit_temperature,
     uar,
 )
-from .network import train_linear, train_members
+from .network import train_linear, train_members, z_columns
 
 _FOLD_JOB: dict = {}  # what the fold workers share (inherited through fork, not pickled)
+
+
+def ood_inputs(Z: np.ndarray, cfg: Config) -> np.ndarray:
+    """The columns the out-of-distribution model measures: the causal z-scores the members use."""
+    nf = (Z.shape[1] - 1) // 2
+    return Z[:, :nf][:, z_columns(nf, cfg)]
 
 
 def _run_fold(f: int) -> tuple[dict, dict]:
@@ -44,6 +52,7 @@ def _run_fold(f: int) -> tuple[dict, dict]:
     build_onnx(members, linear, dim, 1.0, "cv", p32)
     sub = np.random.default_rng(f).choice(len(Z), size=min(2000, len(Z)), replace=False)
     quantise(p32, p8, Z[sub])
+    ood = fit_ood(ood_inputs(Z, cfg), cfg.ood_components)
     row = {"fold": f + 1, "speakers": sorted(set(groups[te])), "n": int(len(te))}
     out = {}
     for cond, variant in EVAL_VARIANTS.items():
@@ -52,9 +61,13 @@ def _run_fold(f: int) -> tuple[dict, dict]:
         pos = np.concatenate([np.arange(len(c)) for c in calls])
         pa, inten, arh = onnx_run(p32, Zt)
         pb, _, _ = onnx_run(p8, Zt)
-        y = np.array([clips[i].label for i in ixt])
-        a = np.array([clips[i].arousal for i in ixt])
+        anchor = np.array([clips[i].source == "anchor" for i in ixt], dtype=bool)
+        # anchors are trained on but kept out of every CV metric (label -1), reported on their own
+        y = np.where(anchor, -1, [clips[i].label for i in ixt])
+        a = np.where(anchor, -1, [clips[i].arousal for i in ixt])
         out[cond] = {
+            "anchor": anchor,
+            "ood": ood.score(ood_inputs(Zt, cfg)),
             "y": y,
             "ar": a,
             "logp32": np.log(pa + 1e-9),
@@ -93,9 +106,11 @@ def cross_validate(feats, clips, cfg: Config, work: Path):
     from tqdm import tqdm
 
     groups = np.array([c.group for c in clips])
-    uniq = sorted(set(groups))
-    k = min(cfg.folds, len(uniq))
-    fold_of_group = {g: i % k for i, g in enumerate(uniq)}
+    main = sorted({c.group for c in clips if c.source == "main"})
+    extra = sorted({c.group for c in clips if c.source != "main"} - set(main))
+    k = min(cfg.folds, len(main))
+    # the main corpus's speakers take the same folds with or without anchors; anchors go round
+    fold_of_group = {g: i % k for i, g in enumerate(main)} | {g: i % k for i, g in enumerate(extra)}
     fold = np.array([fold_of_group[g] for g in groups])
     workers = max(1, min(cfg.workers, k))
     _FOLD_JOB.update(feats=feats, clips=clips, cfg=cfg, work=work, fold=fold, progress=workers == 1)
@@ -187,8 +202,39 @@ def summarise(folds, oof, cfg: Config, clips):
                 if np.any(y[m] == k)
             },
         }
-        tgt = np.array([clips[i].intensity for i in o["ix"]])
+        tgt = np.where(o["anchor"], -1.0, [clips[i].intensity for i in o["ix"]])
         summary[c]["intensity_mean_by_target"] = {
             str(t): float(np.mean(o["int"][tgt == t])) for t in (0.0, 0.5, 1.0) if np.any(tgt == t)
         }
+    summary["anchors"] = anchor_summary(oof, T, cfg)
+    scores = np.concatenate([o["ood"] for o in oof.values()])
+    summary["ood"] = {
+        "q50": float(np.quantile(scores, 0.5)),
+        "q99": float(np.quantile(scores, 0.99)),
+    }
     return summary
+
+
+def anchor_summary(oof: dict, T: float, cfg: Config) -> dict:
+    """Held-out neutral anchors (calm non-acted speech): share labelled neutral and share with a
+    confident (>= 0.7) non-neutral label, with the training prior and with the deployment prior."""
+    from appliance.emotion_policy import adjust_prior
+
+    out: dict = {}
+    for c, o in oof.items():
+        a = o["anchor"]
+        if not a.any():
+            continue
+        p = apply_temperature(o["logp32"][a], T)
+        q = adjust_prior(p, np.asarray(cfg.deploy_prior))
+        nn = LABELS.index("neutral")
+        out[c] = {
+            "n": int(a.sum()),
+            "neutral": float(np.mean(p.argmax(1) == nn)),
+            "confident_non_neutral": float(np.mean((p.argmax(1) != nn) & (p.max(1) >= 0.7))),
+            "neutral_deploy_prior": float(np.mean(q.argmax(1) == nn)),
+            "confident_non_neutral_deploy_prior": float(
+                np.mean((q.argmax(1) != nn) & (q.max(1) >= 0.7))
+            ),
+        }
+    return out

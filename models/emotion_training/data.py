@@ -28,9 +28,11 @@ class Clip:
     intensity: float  # target in 0..1, -1 unknown
     group: str  # speaker (CV grouping)
     call: str  # "" = form pseudo-calls
+    source: str = "main"  # "anchor": a neutral anchor (trained on, kept out of the CV metrics)
 
 
-def load_manifest(manifest: Path) -> list[Clip]:
+def load_manifest(manifest: Path, source: str = "main") -> list[Clip]:
+    """Clips of a manifest CSV (`source` "anchor" for the neutral-anchor manifest)."""
     with manifest.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     clips = []
@@ -57,6 +59,7 @@ def load_manifest(manifest: Path) -> list[Clip]:
                 t,
                 spk,
                 (r.get("call") or "").strip(),
+                source,
             )
         )
     return clips

@@ -23,6 +23,20 @@ class _Batches:
     class_weight: np.ndarray
 
 
+def z_columns(nf: int, cfg: Config) -> np.ndarray:
+    """Which of the `nf` causal z-score columns the members use (bool): all, or all but the
+    embedding's means when `cfg.embedding_mean_inputs` is off (frontend features come first, then
+    the embedding's means, then its standard deviations)."""
+    use = np.ones(nf, dtype=bool)
+    if not cfg.embedding_mean_inputs:
+        from appliance import emotion as E
+
+        n_front = len(E.feature_names())
+        half = (nf - n_front) // 2
+        use[n_front : n_front + half] = False
+    return use
+
+
 def _tensors(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) -> _Batches:
     import torch
 
@@ -35,6 +49,7 @@ def _tensors(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) -> _
     keep = torch.ones(Z.shape[1])
     if not cfg.global_inputs:
         keep[nf : 2 * nf] = 0.0  # the globally scaled branch (speaker identity) is not an MLP input
+    keep[:nf] = torch.from_numpy(z_columns(nf, cfg).astype(np.float32))
     Xt = torch.from_numpy(Z.astype(np.float32)) * keep
     return _Batches(Xt, torch.from_numpy(y), torch.from_numpy(ar), torch.from_numpy(it), keep, cw)
 
@@ -131,9 +146,18 @@ def train_members(
 
 
 def _fit_lda(
-    Zz: np.ndarray, y: np.ndarray, dim: int, shrinkage: float | str = "auto"
+    Zz: np.ndarray,
+    y: np.ndarray,
+    dim: int,
+    shrinkage: float | str = "auto",
+    cols: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """LDA on the columns `cols` (bool over Zz's columns; None = all) of Zz, as weights over all
+    `dim` model inputs (zero elsewhere)."""
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    idx = np.flatnonzero(cols) if cols is not None else np.arange(Zz.shape[1])
+    Zz = Zz[:, idx]
 
     present = np.unique(y)
     lda = LinearDiscriminantAnalysis(
@@ -142,7 +166,7 @@ def _fit_lda(
     lda.fit(Zz, y)
     W = np.zeros((dim, N_CLS), dtype=np.float32)
     b = np.full(N_CLS, -30.0, dtype=np.float32)  # classes absent from the training data
-    W[: Zz.shape[1], lda.classes_] = lda.coef_.T
+    W[np.ix_(idx, lda.classes_)] = lda.coef_.T
     b[lda.classes_] = lda.intercept_
     return W, b
 
@@ -156,16 +180,17 @@ def train_linear(Z: np.ndarray, ix: np.ndarray, clips: list[Clip], cfg: Config) 
     m = y >= 0
     nf = (Z.shape[1] - 1) // 2
     is8 = Z[:, -1] > 0.5
+    cols = z_columns(nf, cfg)
     out = {"weight": cfg.linear_weight}
     if cfg.linear_per_rate and len(np.unique(y[m & is8])) > 1 and len(np.unique(y[m & ~is8])) > 1:
         out["W"], out["b"] = _fit_lda(
-            Z[m & ~is8, :nf], y[m & ~is8], Z.shape[1], cfg.linear_shrinkage_16k
+            Z[m & ~is8, :nf], y[m & ~is8], Z.shape[1], cfg.linear_shrinkage_16k, cols
         )
         out["W8"], out["b8"] = _fit_lda(
-            Z[m & is8, :nf], y[m & is8], Z.shape[1], cfg.linear_shrinkage_8k
+            Z[m & is8, :nf], y[m & is8], Z.shape[1], cfg.linear_shrinkage_8k, cols
         )
     else:
-        out["W"], out["b"] = _fit_lda(Z[m, :nf], y[m], Z.shape[1])
+        out["W"], out["b"] = _fit_lda(Z[m, :nf], y[m], Z.shape[1], cols=cols)
     return out
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from appliance import emotion as E
+from appliance.emotion_policy import BACKCHANNEL_WORDS, MAX_BACKCHANNEL_WORDS, fit_ood
 from appliance.speech_embedding import embedding_names
 
 from .calls import fit_priors, training_set
 from .card import build_card, plot_report
 from .card_md import render_card_md
 from .config import LABELS, MODEL_VERSION, Config
-from .cv import cross_validate, summarise
+from .cv import cross_validate, ood_inputs, summarise
 from .data import Clip, embedding_spec, extract, load_manifest
 from .export import build_onnx, quantise
 from .latency import latency
@@ -75,6 +76,12 @@ def model_spec(
         "arousal_method": cfg.arousal_method,
         "arousal_high_labels": list(E.HIGH_AROUSAL_LABELS),
         "arousal_threshold": summary.get("arousal_threshold", 0.0),
+        "deploy_prior": [float(v) for v in cfg.deploy_prior],
+        "abstain": {
+            "min_duration_s": cfg.min_evidence_s,
+            "backchannel_max_words": MAX_BACKCHANNEL_WORDS,
+            "backchannel_words": sorted(BACKCHANNEL_WORDS),
+        },
     }
     if emb_spec:
         spec["embedding"] = emb_spec
@@ -92,7 +99,23 @@ def train_final(
     linear = train_linear(Z, ix, clips, cfg)
     T = summary.get("temperature", 1.0)
     spec = model_spec(cfg, priors, Z.shape[1], T, summary, emb_spec)
+    X = ood_inputs(Z, cfg)
+    ood = fit_ood(X, cfg.ood_components)
+    # quantiles from held-out speakers in the CV; without a CV, in-sample ones (optimistic)
+    q = summary.get("ood") or {
+        "q50": float(np.quantile(ood.score(X), 0.5)),
+        "q99": float(np.quantile(ood.score(X), 0.99)),
+    }
+    ood = type(ood)(ood.mean, ood.components, ood.eigvals, ood.res_var, q["q50"], q["q99"])
+    cols = [int(i) for i in np.flatnonzero(_ood_mask(Z, cfg))]
+    spec["ood"] = ood.to_json() | {"columns": cols}
     return FinalModel(members, linear, priors, Z, spec)
+
+
+def _ood_mask(Z: np.ndarray, cfg: Config) -> np.ndarray:
+    from .network import z_columns
+
+    return z_columns((Z.shape[1] - 1) // 2, cfg)
 
 
 def choose_variant(summary: dict, lat32: dict, lat8: dict) -> tuple[str, str]:
@@ -124,6 +147,19 @@ def export(final: FinalModel, out_dir: Path, clips: list[Clip]) -> tuple[Path, P
     return f32, i8, lat
 
 
+def anchor_sources(manifest: Path) -> dict:
+    """The card's record of the neutral anchors: recordings (relative to the shared data folder,
+    so the realism benchmark can leave them out) and utterance count."""
+    with manifest.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return {
+        "manifest": str(manifest),
+        "utterances": len(rows),
+        "recordings": sorted({r["source"] for r in rows if r.get("source")}),
+        "label": "neutral",
+    }
+
+
 def train(
     manifest: str | Path,
     out_dir: str | Path,
@@ -132,15 +168,21 @@ def train(
     cache_dir: str | Path | None = None,
     skip_cv: bool = False,
     log=print,
+    anchors: str | Path | None = None,
+    cfg: Config | None = None,
 ) -> dict:
     """Full pipeline: features -> speaker-grouped CV -> calibration -> final model -> ONNX fp32/int8
-    -> latency -> model card. Returns the card dict."""
+    -> latency -> model card. Returns the card dict. `anchors`: a manifest of neutral anchor
+    utterances (`emotion_training.anchors`), trained on and kept out of the CV metrics."""
     t_start = time.time()
     manifest, out_dir = Path(manifest).resolve(), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = Config.quick(folds) if quick else Config(folds=folds)
+    if cfg is None:
+        cfg = Config.quick(folds) if quick else Config(folds=folds)
     cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE
     clips = load_manifest(manifest)
+    if anchors:
+        clips += load_manifest(Path(anchors).resolve(), source="anchor")
     log(
         f"{len(clips)} clips, {len({c.group for c in clips})} speakers/groups; variants {cfg.variants}"
     )
@@ -158,6 +200,8 @@ def train(
     card = build_card(
         cfg, final, manifest, clips, (f32, i8), lat, (choice, why), folds_res, summary, quick
     )
+    if anchors:
+        card["training"]["anchors"] = anchor_sources(Path(anchors))
     plot_note = (
         plot_report(out_dir / "training_report.png", folds_res, summary) if summary else "no CV"
     )
