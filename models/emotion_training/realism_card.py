@@ -27,6 +27,7 @@ KEYS = (
     "backchannels",
     "confident_backchannels",
     "calm_alerts_per_hour",
+    "calm_sentiment_alerts_per_hour",
     "valence_vs_text",
     "label_distribution",
 )
