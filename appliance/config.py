@@ -153,6 +153,10 @@ class EmotionConfig:
     min_duration: float = _f(
         0.6, "Utterances shorter than this (s) get no emotion.", min=0.1, max=10.0
     )
+    prior: list[float] = _f(
+        [],
+        "Label prior of this site's calls, 7 non-negative numbers in label order (neutral, happy, sad, angry, fearful, disgust, surprised); empty = the model card's deploy_prior (real customer-service calls, mostly neutral).",
+    )
 
 
 @dataclass(frozen=True)
@@ -416,6 +420,9 @@ def _cross_checks(cfg: AppConfig) -> None:
                 f"positions[{i}].channels.customer",
                 "agent and customer must be different channels of one device",
             )
+    pr = cfg.emotion.prior
+    if pr and (len(pr) != 7 or any(v < 0 for v in pr) or sum(pr) <= 0):
+        raise ConfigError("emotion.prior", "needs 7 non-negative numbers in label order, not all 0")
     names = [r.name for r in cfg.rules]
     for i, name in enumerate(names):
         if name in names[:i]:
