@@ -3,7 +3,9 @@
 The default sentiment alerts watch `upset` and `decline` (`appliance.scoring.CallScorer.signals`):
 they stay at 0 unless recent customer utterances carry sustained negative evidence (two of the
 last four negative by both the words and the voice, or by one strong cue each), and backchannels
-never count, so a polite call with a few oddly scored "okay"s or "thank you"s raises nothing.
+never count, so a polite call with a few oddly scored "okay"s or "thank you"s raises nothing. As
+the signal itself needs several utterances, those two rules fire on the first evaluation that holds
+(`duration` 1); a second consecutive one would only delay an alert that is already sustained.
 
 A rule fires when its condition held for `duration` consecutive customer utterances (after
 `min_utterances`), then stays quiet until the signal crosses back past `clear` (hysteresis)
@@ -28,7 +30,7 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
         threshold=-0.35,
         clear=-0.05,
         min_utterances=4,
-        duration=2,
+        duration=1,
         cooldown=90,
         severity="warning",
         action="intervention_recommended",
@@ -40,7 +42,7 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
         threshold=-0.4,
         clear=-0.1,
         min_utterances=3,
-        duration=2,
+        duration=1,
         cooldown=120,
         severity="critical",
         action="escalate",

@@ -26,7 +26,9 @@ def test_card_states_the_real_call_rules():
     assert prior.shape == (7,) and prior.sum() == pytest.approx(1.0)
     assert prior.argmax() == spec["labels"].index("neutral")
     assert spec["abstain"]["min_duration_s"] >= 1.0
-    assert {"mmhmm", "okay", "yeah", "thank", "you", "bye"} <= set(spec["abstain"]["backchannel_words"])
+    assert {"mmhmm", "okay", "yeah", "thank", "you", "bye"} <= set(
+        spec["abstain"]["backchannel_words"]
+    )
     ood = spec["ood"]
     assert 0 < ood["q50"] < ood["q99"] and len(ood["components"]) == ood["k"]
 
