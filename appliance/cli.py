@@ -237,6 +237,84 @@ def cmd_retention(a: argparse.Namespace) -> int:
     return 0
 
 
+def _voip(a: argparse.Namespace, kind: str) -> int:
+    from appliance.config import ConfigError
+    from appliance.ops.engines import load_engines
+    from appliance.ops.voip import install_stop_handlers, run_voip, with_agent_nets
+    from appliance.voip.sniff import SniffError
+
+    try:
+        cfg = _load_cfg(a.config)
+        nets = with_agent_nets(cfg, a.agent_net) if kind == "tap" or a.agent_net else ""
+        if nets:
+            from appliance.voip.tap import parse_nets
+
+            parse_nets(nets)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import threading
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    engines = load_engines(cfg, with_stt=not a.no_stt)
+    try:
+        docs = run_voip(
+            kind,
+            cfg,
+            a.db,
+            engines,
+            mqtt_url=a.mqtt or (cfg.mqtt.url or None),
+            max_calls=a.max_calls,
+            stop=stop,
+            interface=getattr(a, "interface", ""),
+            agent_nets=nets,
+            listen=getattr(a, "listen", ""),
+        )
+    except (SniffError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if a.json:
+        print(json.dumps({"calls": docs}))
+    else:
+        for d in docs:
+            c, v = d["call"], d["voip"]
+            print(
+                f"call {c['id']} ({v['sip_call_id']}): {len(d['utterances'])} utterances, "
+                f"alerts {len(d['alerts'])}"
+            )
+    return 0
+
+
+def cmd_tap(a: argparse.Namespace) -> int:
+    return _voip(a, "tap")
+
+
+def cmd_siprec(a: argparse.Namespace) -> int:
+    return _voip(a, "siprec")
+
+
+def _voip_parsers(sub) -> None:
+    """`tap` (passive SIP/RTP on a mirrored port) and `siprec` (a SIPREC recording server)."""
+    t = sub.add_parser("tap", help="score calls sniffed from a mirrored switch port (SIP/RTP)")
+    t.add_argument("--interface", required=True, help="capture interface (needs CAP_NET_RAW)")
+    s = sub.add_parser("siprec", help="a SIPREC recording server (RFC 7866) for PBXs and SBCs")
+    s.add_argument("--listen", required=True, metavar="HOST:PORT", help="SIP over UDP and TCP")
+    for p, func in ((t, cmd_tap), (s, cmd_siprec)):
+        p.add_argument(
+            "--agent-net",
+            metavar="CIDR",
+            help="agents' addresses, comma-separated (default voip.agent_nets)",
+        )
+        p.add_argument("--db", required=True, metavar="PATH")
+        p.add_argument("--mqtt", metavar="URL", help="publish through the outbox to this broker")
+        p.add_argument("--config", metavar="PATH", help="appliance config (TOML)")
+        p.add_argument("--max-calls", type=int, metavar="N", help="exit after N calls")
+        p.add_argument("--json", action="store_true", help='print {"calls": [...]} at the end')
+        p.add_argument("--no-stt", action="store_true", help="skip speech to text")
+        p.set_defaults(func=func)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -384,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--config", metavar="PATH")
     rt.add_argument("--db", metavar="PATH")
     rt.set_defaults(func=cmd_retention)
+    _voip_parsers(sub)
     return p
 
 

@@ -21,6 +21,7 @@ from appliance.config.sections import (
     BoxConfig,
     ChannelMap,
     DaemonConfig,
+    DiarizeConfig,
     EmotionConfig,
     MqttConfig,
     PanelConfig,
@@ -32,6 +33,7 @@ from appliance.config.sections import (
     RuleConfig,
     SttConfig,
     VadConfig,
+    VoipConfig,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "ChannelMap",
     "ConfigError",
     "DaemonConfig",
+    "DiarizeConfig",
     "EmotionConfig",
     "MqttConfig",
     "PanelConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "RuleConfig",
     "SttConfig",
     "VadConfig",
+    "VoipConfig",
     "check_broker_url",
     "config_from_dict",
     "config_reference",

@@ -91,7 +91,7 @@ def _cross_checks(cfg: AppConfig) -> None:
         if pid in ids[:i]:
             raise ConfigError(f"positions[{i}].id", f"duplicate position id {pid!r}")
     for i, pos in enumerate(cfg.positions):
-        if not pos.customer_device and pos.channels.agent == pos.channels.customer:
+        if not pos.customer_device and not pos.mono and pos.channels.agent == pos.channels.customer:
             raise ConfigError(
                 f"positions[{i}].channels.customer",
                 "agent and customer must be different channels of one device",
@@ -112,9 +112,20 @@ def _cross_checks(cfg: AppConfig) -> None:
             raise ConfigError(
                 f"redaction.auto_pause_kinds[{i}]", f"must be one of {', '.join(kinds)}; got {k!r}"
             )
+    _voip_checks(cfg)
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
+
+
+def _voip_checks(cfg: AppConfig) -> None:
+    for i, net in enumerate(cfg.voip.agent_nets):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"voip.agent_nets[{i}]", f"not an address/prefix: {net!r}") from None
+    if cfg.voip.rtp_port_max <= cfg.voip.rtp_port_min:
+        raise ConfigError("voip.rtp_port_max", "must be above voip.rtp_port_min")
 
 
 def is_loopback(host: str) -> bool:

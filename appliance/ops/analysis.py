@@ -130,15 +130,21 @@ def analyze_file(
         if tmp is not None:
             tmp.cleanup()
     elapsed = time.monotonic() - t0
+    rtf = elapsed / max(recording.duration, 1e-6)
+    return call_document(call, rtf, str(db_path) if tmp is None else None)
+
+
+def call_document(call: Any, rtf: float | None, db: str | None) -> dict:
+    """What `analyze --json` prints for a call (and `tap`/`siprec --json` for each of theirs)."""
     return {
         "call": {
             "id": call.id,
             "call_type": call.meta.call_type,
             "position": call.meta.position,
             **call.summary,
-            "rtf": round(elapsed / max(recording.duration, 1e-6), 3),
+            "rtf": None if rtf is None else round(rtf, 3),
         },
         "utterances": sorted(call.results, key=lambda u: (u["start"], u["speaker"])),
         "alerts": call.alerts,
-        "db": str(db_path) if tmp is None else None,
+        "db": db,
     }

@@ -36,6 +36,8 @@ class CallFacts:
     segment: str
     source: str
     started_at: float
+    sip: tuple[str, str, str] = ("", "", "")
+    """SIP Call-ID, caller and callee of a VoIP call (stored on the box only)."""
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,8 @@ def call_records(
         ),
         "alerts": alerts,
     }
+    if any(call.sip):
+        row.update(zip(("sip_call_id", "caller", "callee"), call.sip, strict=True))
     body = {
         "call_id": call.call_id,
         "position": call.position,

@@ -1,0 +1,238 @@
+"""VoIP test helpers: SIP messages with SDP, RTP packets of real audio (G.711 mu-law/A-law,
+G.722, RFC 4733 events), senders bound to loopback addresses, SIPp scenarios, and the small
+UDP relay that drops and reorders packets."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from appliance.capture.resample import mulaw_encode, resample
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "appliance" / "data" / "demo_call.wav"
+SIPP = shutil.which("sipp")
+
+
+def demo_legs(seconds: float | None = None, sr: int = 8000) -> tuple[np.ndarray, np.ndarray]:
+    """The demo call's agent and customer channels at `sr` (float32), optionally cut."""
+    with wave.open(str(DEMO), "rb") as w:
+        x = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2)
+        rate = w.getframerate()
+    x = x.astype(np.float32) / 32768.0
+    if seconds:
+        x = x[: int(seconds * rate)]
+    return resample(x[:, 0], rate, sr), resample(x[:, 1], rate, sr)
+
+
+def alaw_encode(x: np.ndarray) -> np.ndarray:
+    """G.711 A-law by nearest code: an independent check of the decoder's table would need
+    the formula, so the table here is built from the standard's segment layout."""
+    codes = np.arange(256)
+    a = codes ^ 0x55
+    mant, seg = (a & 0x0F) << 4, (a & 0x70) >> 4
+    mag = np.where(seg == 0, mant + 8, (mant + 0x108) << np.maximum(seg - 1, 0))
+    vals = np.where(a & 0x80, mag, -mag) / 32768.0
+    order = np.argsort(vals)
+    sv = vals[order]
+    i = np.clip(np.searchsorted(sv, x), 1, len(sv) - 1)
+    nearer = np.where(np.abs(x - sv[i - 1]) <= np.abs(sv[i] - x), i - 1, i)
+    return codes[order][nearer].astype(np.uint8)
+
+
+def encode(x: np.ndarray, codec: str) -> bytes:
+    if codec == "PCMU":
+        return mulaw_encode(x).tobytes()
+    if codec == "PCMA":
+        return alaw_encode(x).tobytes()
+    from G722 import G722
+
+    pcm = np.clip(np.round(x * 32767), -32768, 32767).astype(np.int16)
+    return G722(16000, 64000).encode(pcm.tolist())
+
+
+def rtp_packets(
+    audio: np.ndarray, codec: str = "PCMU", pt: int = 0, ssrc: int = 0x1234, seq0: int = 100
+) -> list[bytes]:
+    """20 ms RTP packets of `audio` (8 kHz for G.711, 16 kHz for G.722)."""
+    payload = encode(audio, codec)
+    per = 160  # bytes per 20 ms for all three codecs at 64 kbit/s
+    ts_step = 160  # G.722's RTP clock is 8 kHz too
+    out = []
+    for i in range(0, len(payload) // per):
+        hdr = struct.pack(
+            "!BBHII", 0x80, pt, (seq0 + i) & 0xFFFF, (1000 + i * ts_step) & 0xFFFFFFFF, ssrc
+        )
+        out.append(hdr + payload[i * per : (i + 1) * per])
+    return out
+
+
+def dtmf_packets(event: int, ts: int, seq: int, ssrc: int, pt: int = 101) -> list[bytes]:
+    """One RFC 4733 event: start, two updates and three end packets (same timestamp)."""
+    out = []
+    for k, (end, dur) in enumerate(
+        [(0, 160), (0, 320), (0, 480), (1, 640), (1, 640), (1, 640)]
+    ):
+        hdr = struct.pack("!BBHII", 0x80, pt | (0x80 if k == 0 else 0), seq + k, ts, ssrc)
+        out.append(hdr + struct.pack("!BBH", event, 0x80 * end | 10, dur))
+    return out
+
+
+def sdp(addr: str, port: int, pts: str = "0 8 101", direction: str = "sendrecv") -> str:
+    maps = {
+        "0": "PCMU/8000",
+        "8": "PCMA/8000",
+        "9": "G722/8000",
+        "101": "telephone-event/8000",
+    }
+    lines = [
+        "v=0",
+        f"o=- 1 1 IN IP4 {addr}",
+        "s=-",
+        f"c=IN IP4 {addr}",
+        "t=0 0",
+        f"m=audio {port} RTP/AVP {pts}",
+        *[f"a=rtpmap:{p} {maps[p]}" for p in pts.split()],
+        f"a={direction}",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def sip(start: str, headers: dict[str, str], body: str = "", ctype: str = "application/sdp") -> bytes:
+    lines = [start, *[f"{k}: {v}" for k, v in headers.items()]]
+    if body:
+        lines.append(f"Content-Type: {ctype}")
+    lines.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def dialog_headers(call_id: str, caller: str, callee: str, cseq: str, to_tag: str = "") -> dict:
+    to = f"<sip:{callee}@127.0.0.3>" + (f";tag={to_tag}" if to_tag else "")
+    return {
+        "Via": "SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-1",
+        "From": f'"Customer" <sip:{caller}@127.0.0.2>;tag=abc',
+        "To": to,
+        "Call-ID": call_id,
+        "CSeq": cseq,
+        "Max-Forwards": "70",
+    }
+
+
+class UdpPeer:
+    """A UDP socket bound to a loopback address (the tap sees its packets on `lo`)."""
+
+    def __init__(self, addr: str, port: int = 0):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((addr, port))
+        self.addr = self.sock.getsockname()
+
+    def send(self, data: bytes, to: tuple[str, int]) -> None:
+        self.sock.sendto(data, to)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def stream(
+    peers: list[tuple[UdpPeer, list[bytes], tuple[str, int]]], pace_s: float = 0.02
+) -> None:
+    """Send several streams interleaved, packet by packet, `pace_s` apart (0.02 = real time)."""
+    n = max(len(p[1]) for p in peers)
+    t0 = time.monotonic()
+    for i in range(n):
+        for peer, pkts, to in peers:
+            if i < len(pkts):
+                peer.send(pkts[i], to)
+        delay = t0 + (i + 1) * pace_s - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class LossyRelay:
+    """Forwards UDP from `listen` to `target`, dropping a fraction of packets and swapping
+    neighbours (reordering), reproducibly (seeded)."""
+
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        target: tuple[str, int],
+        loss: float,
+        reorder: float,
+        seed: int = 7,
+    ):
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.rx.bind(listen)
+        self.rx.settimeout(0.1)
+        self.addr = self.rx.getsockname()
+        self.target = target
+        self.loss, self.reorder = loss, reorder
+        self.rng = random.Random(seed)
+        self.forwarded = self.dropped = self.swapped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        held: bytes | None = None
+        while not self._stop.is_set():
+            try:
+                data, _ = self.rx.recvfrom(65535)
+            except TimeoutError:
+                if held is not None:
+                    self.rx.sendto(held, self.target)
+                    held = None
+                continue
+            if self.rng.random() < self.loss:
+                self.dropped += 1
+                continue
+            if held is None and self.rng.random() < self.reorder:
+                held = data  # sent after the next one
+                self.swapped += 1
+                continue
+            self.rx.sendto(data, self.target)
+            self.forwarded += 1
+            if held is not None:
+                self.rx.sendto(held, self.target)
+                self.forwarded += 1
+                held = None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.rx.close()
+
+
+def sipp(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Popen:
+    """Start SIPp in the background (no screen, logs in cwd)."""
+    assert SIPP, "sipp not installed"
+    return subprocess.Popen(
+        [SIPP, *args, "-nostdin", "-bg" if False else "-nd", "-trace_err"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@contextlib.contextmanager
+def running(proc: subprocess.Popen):
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
