@@ -72,6 +72,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
         db_path=a.db,
         mqtt_url=a.mqtt or (cfg.mqtt.url or None),
         meta=meta,
+        enrolment=a.agent_enrolment,
     )
     if a.json:
         print(json.dumps(result))
@@ -368,7 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="analyse a WAV recording through the live pipeline")
     an.add_argument("file")
-    an.add_argument("--channels", help="agent,customer | customer,agent | customer | agent")
+    an.add_argument(
+        "--channels",
+        help="agent,customer | customer,agent | customer | agent | mixed (mono, diarized)",
+    )
+    an.add_argument(
+        "--agent-enrolment", metavar="WAV", help="with --channels mixed: the agent's voice"
+    )
     an.add_argument("--db", metavar="PATH", help="database (default: a temporary one)")
     an.add_argument("--mqtt", metavar="URL", help="publish through the outbox to this broker")
     an.add_argument("--json", action="store_true")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
 import tomllib
 import types
 import typing
@@ -124,6 +125,10 @@ def _voip_checks(cfg: AppConfig) -> None:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise ConfigError(f"voip.agent_nets[{i}]", f"not an address/prefix: {net!r}") from None
+    try:
+        re.compile(cfg.voip.agent_aor)
+    except re.error as exc:
+        raise ConfigError("voip.agent_aor", f"not a regular expression: {exc}") from None
     if cfg.voip.rtp_port_max <= cfg.voip.rtp_port_min:
         raise ConfigError("voip.rtp_port_max", "must be above voip.rtp_port_min")
 

@@ -384,6 +384,10 @@ class VoipConfig:
     )
     rtp_port_min: int = _f(40000, "SIPREC recorder: first RTP port offered.", min=1024, max=65534)
     rtp_port_max: int = _f(40999, "SIPREC recorder: last RTP port offered.", min=1025, max=65535)
+    agent_aor: str = _f(
+        "",
+        "SIPREC recorder: regular expression on a participant's address of record that marks the agent (e.g. ^sip:1[0-9]{3}@); agent_nets also match AOR hosts.",
+    )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
 
-CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent")
+CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent", "mixed")
 
 
 def speakers_for(recording: Recording, channels: str | None) -> list[str]:
@@ -28,6 +28,8 @@ def speakers_for(recording: Recording, channels: str | None) -> list[str]:
     if channels is None:
         return ["customer"] if n == 1 else ["agent", "customer"]
     names = [c.strip() for c in channels.split(",")]
+    if names == ["mixed"] and n == 1:  # both parties on one channel: diarized
+        return names
     if any(c not in ("agent", "customer") for c in names) or len(set(names)) != len(names):
         raise ValueError(
             f"--channels must be one of {', '.join(CHANNEL_CHOICES)}; got {channels!r}"
@@ -82,11 +84,21 @@ class Session:
         meta: CallMeta,
         speed: float = 0.0,
         source: str = "analyze",
+        enrolment: str | None = None,
     ):
-        src = WavReplaySource(recording, speakers, speed=speed)  # type: ignore[arg-type]
+        mixed = speakers == ["mixed"]
+        src = WavReplaySource(recording, ["customer"] if mixed else speakers, speed=speed)  # type: ignore[arg-type]
         call = self.pipeline.open_call(meta, src.sample_rate, source=source)
+        split = None
+        if mixed:
+            from appliance.diarize.split import MonoSplitter
+
+            split = MonoSplitter(src.sample_rate, self.cfg.vad, self.cfg.diarize, enrolment)
         for chunk in src.chunks():
-            self.pipeline.feed(call, chunk)
+            for part in split.push(chunk["customer"]) if split else [chunk]:
+                self.pipeline.feed(call, part)
+        for part in split.flush() if split else []:
+            self.pipeline.feed(call, part)
         self.pipeline.close_call(call)
         self.pipeline.wait(call)
         return call
@@ -109,6 +121,7 @@ def analyze_file(
     db_path: str | Path | None = None,
     mqtt_url: str | None = None,
     meta: CallMeta | None = None,
+    enrolment: str | None = None,
 ) -> dict:
     """Analyse one recording; returns the `analyze --json` document. AudioError before any write."""
     recording = read_wav(path)  # validates first: a bad file writes nothing
@@ -124,6 +137,7 @@ def analyze_file(
             recording,
             speakers,
             meta or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
+            enrolment=enrolment,
         )
     finally:
         session.close(flush_timeout=3.0)

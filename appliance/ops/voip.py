@@ -198,6 +198,7 @@ def run_voip(
             receiver: Any = TapReceiver(run, interface, agent_nets)
         else:
             from appliance.voip.siprec import SiprecServer
+            from appliance.voip.tap import parse_nets
 
             receiver = SiprecServer(
                 listen,
@@ -207,6 +208,8 @@ def run_voip(
                 media_timing(cfg),
                 ports=(cfg.voip.rtp_port_min, cfg.voip.rtp_port_max),
                 media_timeout_s=cfg.voip.media_timeout_s,
+                agent_nets=parse_nets(agent_nets) if agent_nets else [],
+                agent_aor=cfg.voip.agent_aor,
                 splitter_factory=splitter_factory(cfg),
             )
         serve(run, receiver, max_calls, stop)
