@@ -23,6 +23,8 @@ from appliance.capture.resample import mulaw_decode
 AUDIO_RATES = {"PCMU": 8000, "PCMA": 8000, "G722": 16000}
 RTP_CLOCK = {"PCMU": 8000, "PCMA": 8000, "G722": 8000}
 DTMF_EVENTS = "0123456789*#ABCD"
+RESYNC_GAP = 3000
+"""A sequence jump larger than this (a minute of packets) is a restarted sender, not loss."""
 
 
 class MediaError(ValueError):
@@ -169,6 +171,8 @@ class RtpStream:
     _next_seq: int | None = None
     _top: int | None = None
     _base_ts: int | None = None
+    _pos0: int = 0
+    """Stream position of `_base_ts` (moves when the sender restarts)."""
     _written: int = 0
     """Samples released so far (stream-relative)."""
     _last: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
@@ -190,6 +194,13 @@ class RtpStream:
         now = time.monotonic() if now is None else now
         self.stats.packets += 1
         s = self._ext(pkt.seq)
+        if self._next_seq is not None and abs(s - self._next_seq) > RESYNC_GAP:
+            # the sender restarted its sequence and timestamps (a re-INVITE, a transfer):
+            # follow it from where the audio stands (what was held, 80 ms at most, goes)
+            self._held.clear()
+            self._next_seq = self._top = self._base_ts = None
+            self._pos0 = self._written
+            s = pkt.seq
         if self._top is not None and s < self._top:
             self.stats.reordered += 1
         if self._next_seq is not None and s < self._next_seq:
@@ -233,9 +244,10 @@ class RtpStream:
         dec = self.decoder
         if self._base_ts is None:
             self._base_ts = pkt.ts
-        pos = int(round(((pkt.ts - self._base_ts) & 0xFFFFFFFF) * dec.samples_per_tick()))
-        if pos > (1 << 31):  # timestamp behind the base (a reordered first packet): treat as 0
-            pos = 0
+        ticks = (pkt.ts - self._base_ts) & 0xFFFFFFFF
+        if ticks > (1 << 31):  # behind the base (a reordered first packet): at the base
+            ticks = 0
+        pos = self._pos0 + int(round(ticks * dec.samples_per_tick()))
         audio = dec.decode(pkt.payload)
         out: list = []
         hole = pos - self._written

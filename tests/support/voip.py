@@ -80,9 +80,7 @@ def rtp_packets(
 def dtmf_packets(event: int, ts: int, seq: int, ssrc: int, pt: int = 101) -> list[bytes]:
     """One RFC 4733 event: start, two updates and three end packets (same timestamp)."""
     out = []
-    for k, (end, dur) in enumerate(
-        [(0, 160), (0, 320), (0, 480), (1, 640), (1, 640), (1, 640)]
-    ):
+    for k, (end, dur) in enumerate([(0, 160), (0, 320), (0, 480), (1, 640), (1, 640), (1, 640)]):
         hdr = struct.pack("!BBHII", 0x80, pt | (0x80 if k == 0 else 0), seq + k, ts, ssrc)
         out.append(hdr + struct.pack("!BBH", event, 0x80 * end | 10, dur))
     return out
@@ -108,7 +106,9 @@ def sdp(addr: str, port: int, pts: str = "0 8 101", direction: str = "sendrecv")
     return "\r\n".join(lines) + "\r\n"
 
 
-def sip(start: str, headers: dict[str, str], body: str = "", ctype: str = "application/sdp") -> bytes:
+def sip(
+    start: str, headers: dict[str, str], body: str = "", ctype: str = "application/sdp"
+) -> bytes:
     lines = [start, *[f"{k}: {v}" for k, v in headers.items()]]
     if body:
         lines.append(f"Content-Type: {ctype}")
@@ -143,9 +143,7 @@ class UdpPeer:
         self.sock.close()
 
 
-def stream(
-    peers: list[tuple[UdpPeer, list[bytes], tuple[str, int]]], pace_s: float = 0.02
-) -> None:
+def stream(peers: list[tuple[UdpPeer, list[bytes], tuple[str, int]]], pace_s: float = 0.02) -> None:
     """Send several streams interleaved, packet by packet, `pace_s` apart (0.02 = real time)."""
     n = max(len(p[1]) for p in peers)
     t0 = time.monotonic()
