@@ -234,3 +234,182 @@ def running(proc: subprocess.Popen):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def loopback_pair() -> tuple[str, str, str]:
+    """Fresh loopback addresses (customer, agent, a third for relays): parallel runs on one
+    machine do not meet on them."""
+    r = random.Random()
+    base = f"127.{r.randint(32, 250)}.{r.randint(1, 250)}"
+    return f"{base}.2", f"{base}.3", f"{base}.4"
+
+
+def free_udp_port(addr: str) -> int:
+    """An even port free for UDP and TCP on `addr` (RTP wants even ports)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((addr, 0))
+            port = s.getsockname()[1]
+        if port % 2 == 0 and port < 65000:
+            with contextlib.suppress(OSError), socket.socket() as t:
+                t.bind((addr, port))
+                return port
+    raise RuntimeError("no free port")
+
+
+def write_ulaw(path: Path, audio: np.ndarray) -> Path:
+    path.write_bytes(mulaw_encode(audio).tobytes())
+    return path
+
+
+_SDP_BODY = """v=0
+o={who} 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+"""
+
+UAS_XML = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="agent phone">
+  <recv request="INVITE" crlf="true"/>
+  <send><![CDATA[
+SIP/2.0 180 Ringing
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:1001@[local_ip]:[local_port]>
+Content-Length: 0
+
+]]></send>
+  <send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:1001@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+"""
+    + _SDP_BODY.format(who="agent")
+    + """
+]]></send>
+  <recv request="ACK" crlf="true"/>
+  <nop><action><exec rtp_stream="{audio},1,0"/></action></nop>
+  <recv request="BYE"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <timewait milliseconds="500"/>
+</scenario>
+"""
+)
+
+UAC_XML = (
+    """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="customer">
+  <send retrans="500"><![CDATA[
+INVITE sip:1001@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Customer" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:1001@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:{number}@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Type: application/sdp
+Content-Length: [len]
+
+"""
+    + _SDP_BODY.format(who="customer")
+    + """
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true"/>
+  <send><![CDATA[
+ACK sip:1001@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Customer" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:1001@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <nop><action><exec rtp_stream="{audio},1,0"/></action></nop>
+  <pause milliseconds="{talk_ms}"/>
+  <send retrans="500"><![CDATA[
+BYE sip:1001@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "Customer" <sip:{number}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+To: <sip:1001@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+)
+
+
+def sipp_call(
+    workdir: Path,
+    customer_ip: str,
+    agent_ip: str,
+    agent_audio: np.ndarray,
+    customer_audio: np.ndarray,
+    number: str = "+4930111222",
+    timeout: float = 120,
+) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """One call by SIPp: the customer's phone calls the agent's; each streams its own voice
+    (G.711 mu-law, real time) and the customer hangs up after the audio."""
+    a = write_ulaw(workdir / "agent.ul", agent_audio)
+    c = write_ulaw(workdir / "customer.ul", customer_audio)
+    talk_ms = int(1000 * len(customer_audio) / 8000) + 600
+    (workdir / "uas.xml").write_text(UAS_XML.replace("{audio}", a.name))
+    (workdir / "uac.xml").write_text(
+        UAC_XML.replace("{audio}", c.name)
+        .replace("{number}", number)
+        .replace("{talk_ms}", str(talk_ms))
+    )
+    sip_port = free_udp_port(agent_ip)
+    media = free_udp_port(agent_ip) // 2 * 2
+    common = ["-m", "1", "-nostdin", "-nd", "-timeout", str(int(timeout)), "-timeout_error"]
+    uas = subprocess.Popen(
+        [SIPP, "-sf", "uas.xml", "-i", agent_ip, "-p", str(sip_port), "-mi", agent_ip,
+         "-mp", str(media), *common],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)
+    uac = subprocess.run(
+        [SIPP, "-sf", "uac.xml", f"{agent_ip}:{sip_port}", "-i", customer_ip,
+         "-p", str(free_udp_port(customer_ip)), "-mi", customer_ip,
+         "-mp", str(free_udp_port(customer_ip) // 2 * 2), *common],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout + 10,
+    )  # fmt: skip
+    try:
+        out, _ = uas.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        uas.kill()
+        out, _ = uas.communicate()
+    return uac, subprocess.CompletedProcess(uas.args, uas.returncode, out, "")
