@@ -31,6 +31,9 @@ FRAME_S = 0.01
 N_MFCC = 20
 PAUSE_S = 0.3
 MIN_SPEECH_S = 0.3
+MIN_STRETCHES = 5
+"""Without enrolment, stretches before the clustering may split (with fewer, two stretches of
+one voice always look like two speakers); until then the first speaker holds the line."""
 MAX_STRETCHES = 600
 """Stretches the clustering keeps (about ten minutes of speech): its cost stays bounded."""
 SILENCE_FLUSH_S = 0.5
@@ -181,8 +184,8 @@ class MonoSplitter:
             keep = max(1, self._n_enrol)
             del self._all[keep : keep + len(self._all) - MAX_STRETCHES]
         e_all = np.array(self._all)
-        if len(e_all) < 3:
-            return "agent" if not self.enrolled or len(e_all) <= self._n_enrol else self.current
+        if len(e_all) - self._n_enrol < MIN_STRETCHES and not self.enrolled:
+            return "agent"
         z = (e_all - e_all.mean(0)) / (e_all.std(0) + 1e-6)
         zn = z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-9)
         seed = z[: max(1, self._n_enrol)].mean(0)
@@ -197,7 +200,10 @@ class MonoSplitter:
             if np.allclose(new, cents):
                 break
             cents = new
-        if assign.min() == assign.max() or _cosine(cents[0], cents[1]) < self.cfg.threshold:
+        if (
+            min(np.bincount(assign, minlength=2)) < 2
+            or _cosine(cents[0], cents[1]) < self.cfg.threshold
+        ):
             return "agent"
         ref = assign[: max(1, self._n_enrol)]
         agent_cluster = int(round(ref.mean()))

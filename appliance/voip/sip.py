@@ -14,7 +14,9 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-METHODS = tuple(["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "PRACK", "INFO", "REGISTER", "NOTIFY"])
+METHODS = tuple(
+    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "PRACK", "INFO", "REGISTER", "NOTIFY"]
+)
 #: RFC 3261 section 7.3.3 compact header names.
 COMPACT = {
     "i": "call-id",

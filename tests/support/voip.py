@@ -413,3 +413,115 @@ def sipp_call(
         uas.kill()
         out, _ = uas.communicate()
     return uac, subprocess.CompletedProcess(uas.args, uas.returncode, out, "")
+
+
+SIPREC_METADATA = """<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+<datamode>complete</datamode>
+<session session_id="sess-1"><sipSessionID>orig-call</sipSessionID></session>
+<participant participant_id="p-cust"><nameID aor="sip:{number}@carrier.example"/></participant>
+<participant participant_id="p-agent"><nameID aor="sip:1001@{agent_ip}"><name>Agent</name></nameID></participant>
+{streams}
+<participantstreamassoc participant_id="p-cust"><send>s-c</send></participantstreamassoc>
+<participantstreamassoc participant_id="p-agent"><send>s-a</send></participantstreamassoc>
+</recording>"""
+
+
+def siprec_body(number: str, agent_ip: str, two_streams: bool) -> str:
+    """SDP + rs-metadata: the agent's stream is the first m= line, but the metadata lists the
+    customer first: only the metadata says who sends on which label."""
+    m = "m=audio {port} RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\na=label:{label}\na=sendonly\n"
+    sdp_text = "v=0\no=src 1 1 IN IP4 [local_ip]\ns=SIPREC\nc=IN IP4 [local_ip]\nt=0 0\n"
+    if two_streams:
+        sdp_text += m.format(port="[media_port]", label="10") + m.format(
+            port="[media_port+2]", label="20"
+        )
+        streams = '<stream stream_id="s-c" session_id="sess-1"><label>20</label></stream>\n<stream stream_id="s-a" session_id="sess-1"><label>10</label></stream>'
+    else:
+        sdp_text += m.format(port="[media_port]", label="1")
+        streams = '<stream stream_id="s-mix" session_id="sess-1"><label>1</label></stream>'
+    meta = SIPREC_METADATA.format(number=number, agent_ip=agent_ip, streams=streams)
+    return (
+        "--RECBOUND\nContent-Type: application/sdp\n\n"
+        + sdp_text
+        + "\n--RECBOUND\nContent-Type: application/rs-metadata+xml\n"
+        + "Content-Disposition: recording-session\n\n"
+        + meta
+        + "\n--RECBOUND--\n"
+    )
+
+
+def siprec_scenario(number: str, agent_ip: str, two_streams: bool, talk_ms: int) -> str:
+    """A session recording client: INVITE (multipart), ACK, a re-INVITE halfway, BYE."""
+    body = siprec_body(number, agent_ip, two_streams)
+
+    def invite(cseq: int, tag: str) -> str:
+        return f"""  <send retrans="500"><![CDATA[
+INVITE sip:recorder@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SRC[call_number]
+To: <sip:recorder@[remote_ip]:[remote_port]>{tag}
+Call-ID: [call_id]
+CSeq: {cseq} INVITE
+Contact: <sip:src@[local_ip]:[local_port];transport=[transport]>;+sip.src
+Require: siprec
+Max-Forwards: 70
+Content-Type: multipart/mixed;boundary=RECBOUND
+Content-Length: [len]
+
+{body}
+]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+ACK sip:recorder@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SRC[call_number]
+To: <sip:recorder@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+"""
+
+    half = talk_ms // 2
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="siprec src">
+{invite(1, "")}
+  <pause milliseconds="{half}"/>
+{invite(2, "[peer_tag_param]")}
+  <pause milliseconds="{talk_ms - half}"/>
+  <send retrans="500"><![CDATA[
+BYE sip:recorder@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:src@[local_ip]:[local_port]>;tag=[pid]SRC[call_number]
+To: <sip:recorder@[remote_ip]:[remote_port]>[peer_tag_param]
+Call-ID: [call_id]
+CSeq: 3 BYE
+Max-Forwards: 70
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def answered_ports(trace: Path, timeout: float = 30) -> dict[str, int]:
+    """label -> port of the recorder's first 200 OK, read from SIPp's message trace."""
+    from appliance.voip.sip import parse_sdp
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = trace.read_text(errors="replace").replace("\r\n", "\n") if trace.exists() else ""
+        i = text.find("SIP/2.0 200 OK")
+        if i >= 0 and "a=recvonly" in text[i:]:
+            body = text[i:].split("\n\n", 1)[1] if "\n\n" in text[i:] else ""
+            body = body.replace("\r\n", "\n").split("\n\n")[0]
+            media = parse_sdp(body.encode())
+            if media and all(m.label for m in media):
+                return {m.label: m.port for m in media}
+        time.sleep(0.1)
+    raise AssertionError(f"no answer in {trace}")
