@@ -14,9 +14,8 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-METHODS = tuple(
-    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "PRACK", "INFO", "REGISTER", "NOTIFY"]
-)
+_METHOD_NAMES = "INVITE ACK BYE CANCEL OPTIONS UPDATE PRACK INFO REGISTER NOTIFY SUBSCRIBE"
+METHODS = frozenset(_METHOD_NAMES.split())
 #: RFC 3261 section 7.3.3 compact header names.
 COMPACT = {
     "i": "call-id",
