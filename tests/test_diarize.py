@@ -136,3 +136,47 @@ def test_analyze_mixed_mono_recording_with_the_real_models(tmp_path):
     assert len(cust) >= 6 and len(on) >= 0.8 * len(cust)
     assert all(u["emotion"] is None for u in utts if u["speaker"] == "agent")
     assert sum(u["emotion"] is not None for u in cust) >= 6
+
+
+def test_daemon_mono_position_scores_the_customer_stretches_only(tmp_path):
+    """`positions[].mono`: the daemon diarizes the position's one channel before the pipeline;
+    the emotion engine sees audio of the customer's turns, not the agent's."""
+    from support import fakes
+    from test_daemon import Running, _opts, _rows, _wait
+
+    rec = read_wav("appliance/data/demo_call.wav")
+    agent, customer = rec.channels
+    cfg = config_from_dict(
+        {
+            "paths": {"db": str(tmp_path / "a.db")},
+            "stt": {"engine": "none"},
+            "retention": {"min_free_mb": 0.0},
+            "positions": [
+                {
+                    "id": "pos-1",
+                    "device": "fake",
+                    "mono": True,
+                    "channels": {"agent": 0, "customer": 0},
+                }
+            ],
+        },  # fmt: skip
+        base_dir=tmp_path,
+    )
+    emotion = fakes.FakeEmotion()
+    sources = []
+
+    def factory(pos):
+        sources.append(ScriptedSource(customer=(agent + customer) if not sources else None))
+        return sources[-1]
+
+    db = tmp_path / "a.db"
+    with Running(cfg, factory, _opts(silence_end_s=3.0), fakes.engines(emotion)):
+        assert _wait(lambda: _rows(db, "SELECT state FROM calls") == [("ended",)], 60)
+    spk = dict(_rows(db, "SELECT speaker, COUNT(*) FROM utterances GROUP BY speaker"))
+    assert spk.get("agent", 0) >= 5 and spk.get("customer", 0) >= 6
+    starts = _rows(db, "SELECT start, end FROM utterances WHERE speaker = 'customer'")
+    assert len(emotion.seen) == sum(1 for s, e in starts if e - s >= 0.6)
+    # what reached emotion is the customer's speech (its energy), not the agent's
+    c_energy = np.sum(customer**2)
+    fed = sum(float(np.sum(x**2)) for x in emotion.seen)
+    assert 0.6 * c_energy < fed < 1.3 * c_energy
