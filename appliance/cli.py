@@ -246,12 +246,12 @@ def _voip(a: argparse.Namespace, kind: str) -> int:
 
     try:
         cfg = _load_cfg(a.config)
-        nets = with_agent_nets(cfg, a.agent_net) if kind == "tap" or a.agent_net else ""
-        if nets:
-            from appliance.voip.tap import parse_nets
-
-            parse_nets(nets)
-    except (ConfigError, ValueError) as exc:
+        if kind == "tap":
+            nets = with_agent_nets(cfg, a.agent_net)
+        else:
+            nets = a.agent_net or ",".join(cfg.voip.agent_nets)
+        _check_voip_args(a, kind, nets)  # before the models load: a typo answers at once
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     import threading
@@ -285,6 +285,25 @@ def _voip(a: argparse.Namespace, kind: str) -> int:
                 f"alerts {len(d['alerts'])}"
             )
     return 0
+
+
+def _check_voip_args(a: argparse.Namespace, kind: str, nets: str) -> None:
+    import socket
+
+    from appliance.voip.siprec import split_hostport
+    from appliance.voip.tap import parse_nets
+
+    if nets:
+        parse_nets(nets)
+    if kind == "tap":
+        try:
+            socket.if_nametoindex(a.interface)
+        except OSError:
+            raise ValueError(f"--interface: no network interface {a.interface!r}") from None
+    else:
+        split_hostport(a.listen)
+    if a.max_calls is not None and a.max_calls < 1:
+        raise ValueError("--max-calls must be at least 1")
 
 
 def cmd_tap(a: argparse.Namespace) -> int:

@@ -397,3 +397,27 @@ def test_agent_net_must_parse():
     with pytest.raises(ValueError, match="not an address"):
         parse_nets("10.0.0.0/8,banana")
     assert encode(np.zeros(160, np.float32), "PCMU") == bytes([0xFF]) * 160
+
+
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (
+            ["tap", "--interface", "nope0", "--agent-net", "10.0.0.0/8"],
+            "no network interface 'nope0'",
+        ),
+        (["tap", "--interface", "lo", "--agent-net", "10.0.0.0/8,banana"], "'banana' is not"),
+        (["tap", "--interface", "lo"], "--agent-net is required"),
+        (["siprec", "--listen", "5060"], "--listen must be HOST:PORT"),
+        (
+            ["tap", "--interface", "lo", "--agent-net", "10.0.0.0/8", "--max-calls", "0"],
+            "at least 1",
+        ),
+    ],
+)
+def test_cli_refuses_bad_arguments_before_loading_models(args, says, tmp_path, capsys):
+    from appliance.cli import main
+
+    assert main([*args, "--db", str(tmp_path / "x.db")]) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()
