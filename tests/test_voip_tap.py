@@ -69,13 +69,15 @@ def _config(tmp: Path, db: Path) -> Path:
     return conf
 
 
-def _start_tap(tmp: Path, agent_ip: str, max_calls: int) -> tuple[subprocess.Popen, Path, Path]:
+def _start_tap(
+    tmp: Path, agent_ip: str, max_calls: int, mqtt: str = ""
+) -> tuple[subprocess.Popen, Path, Path]:
     db = tmp / "tap.db"
     err = tmp / "tap.err"
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance.cli", "tap", "--interface", "lo",
          "--agent-net", f"{agent_ip}/32", "--db", str(db), "--max-calls", str(max_calls),
-         "--json", "--config", str(_config(tmp, db))],
+         "--json", "--config", str(_config(tmp, db)), *(["--mqtt", mqtt] if mqtt else [])],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=open(err, "w"), text=True,  # noqa: SIM115
     )  # fmt: skip
     deadline = time.monotonic() + 180
@@ -94,10 +96,12 @@ def _rows(db: Path, sql: str) -> list[tuple]:
         d.conn.close()
 
 
-def test_tap_scores_a_sipp_call_legs_apart_emotion_on_the_customer_only(tmp_path):
+def test_tap_scores_a_sipp_call_legs_apart_emotion_on_the_customer_only(
+    tmp_path, broker, collector
+):
     customer_ip, agent_ip, _ = loopback_pair()
     agent, customer = demo_legs(22)
-    tap, db, err = _start_tap(tmp_path, agent_ip, 1)
+    tap, db, err = _start_tap(tmp_path, agent_ip, 1, broker.url)
     try:
         uac, uas = sipp_call(tmp_path, customer_ip, agent_ip, agent, customer, NUMBER)
         assert uac.returncode == 0, uac.stdout[-2000:]
@@ -125,6 +129,13 @@ def test_tap_scores_a_sipp_call_legs_apart_emotion_on_the_customer_only(tmp_path
     assert row == [(NUMBER, v["sip_call_id"], v["caller"], "1001", "tap")]
     payloads = " ".join(r[0] for r in _rows(db, "SELECT payload FROM outbox"))
     assert payloads and NUMBER not in payloads and v["sip_call_id"] not in payloads
+    # through the one publishing path: derived scores only, the customer as a pseudonym
+    assert collector.wait_for(len(utts) + 2, 20)
+    published = collector.payloads("/utterance")
+    assert len(published) == len(utts) and all("text" not in p for p in published)
+    wire = b" ".join(p for _, p in collector.messages).decode()
+    assert NUMBER not in wire and v["sip_call_id"] not in wire and "door" not in wire
+    assert v["caller"] in wire  # the call message names the customer by the pseudonym
 
 
 def _wer(hyp: str, ref: str) -> float:
