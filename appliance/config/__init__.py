@@ -23,6 +23,7 @@ from appliance.config.sections import (
     BridgeRouteConfig,
     ChannelMap,
     DaemonConfig,
+    DiarizeConfig,
     EmotionConfig,
     MqttConfig,
     PanelConfig,
@@ -34,6 +35,7 @@ from appliance.config.sections import (
     RuleConfig,
     SttConfig,
     VadConfig,
+    VoipConfig,
 )
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "ChannelMap",
     "ConfigError",
     "DaemonConfig",
+    "DiarizeConfig",
     "EmotionConfig",
     "MqttConfig",
     "PanelConfig",
@@ -56,6 +59,7 @@ __all__ = [
     "RuleConfig",
     "SttConfig",
     "VadConfig",
+    "VoipConfig",
     "check_broker_url",
     "config_from_dict",
     "config_reference",

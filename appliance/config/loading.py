@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import re
 import tomllib
 import types
 import typing
@@ -91,7 +92,7 @@ def _cross_checks(cfg: AppConfig) -> None:
         if pid in ids[:i]:
             raise ConfigError(f"positions[{i}].id", f"duplicate position id {pid!r}")
     for i, pos in enumerate(cfg.positions):
-        if not pos.customer_device and pos.channels.agent == pos.channels.customer:
+        if not pos.customer_device and not pos.mono and pos.channels.agent == pos.channels.customer:
             raise ConfigError(
                 f"positions[{i}].channels.customer",
                 "agent and customer must be different channels of one device",
@@ -115,9 +116,24 @@ def _cross_checks(cfg: AppConfig) -> None:
     pr = cfg.emotion.prior
     if pr and (len(pr) != 7 or any(v < 0 for v in pr) or sum(pr) <= 0):
         raise ConfigError("emotion.prior", "needs 7 non-negative numbers in label order, not all 0")
+    _voip_checks(cfg)
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
+
+
+def _voip_checks(cfg: AppConfig) -> None:
+    for i, net in enumerate(cfg.voip.agent_nets):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"voip.agent_nets[{i}]", f"not an address/prefix: {net!r}") from None
+    try:
+        re.compile(cfg.voip.agent_aor)
+    except re.error as exc:
+        raise ConfigError("voip.agent_aor", f"not a regular expression: {exc}") from None
+    if cfg.voip.rtp_port_max <= cfg.voip.rtp_port_min:
+        raise ConfigError("voip.rtp_port_max", "must be above voip.rtp_port_min")
 
 
 def is_loopback(host: str) -> bool:

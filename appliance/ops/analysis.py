@@ -19,7 +19,7 @@ from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
 
-CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent")
+CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent", "mixed")
 
 
 def speakers_for(recording: Recording, channels: str | None) -> list[str]:
@@ -28,6 +28,8 @@ def speakers_for(recording: Recording, channels: str | None) -> list[str]:
     if channels is None:
         return ["customer"] if n == 1 else ["agent", "customer"]
     names = [c.strip() for c in channels.split(",")]
+    if names == ["mixed"] and n == 1:  # both parties on one channel: diarized
+        return names
     if any(c not in ("agent", "customer") for c in names) or len(set(names)) != len(names):
         raise ValueError(
             f"--channels must be one of {', '.join(CHANNEL_CHOICES)}; got {channels!r}"
@@ -82,11 +84,21 @@ class Session:
         meta: CallMeta,
         speed: float = 0.0,
         source: str = "analyze",
+        enrolment: str | None = None,
     ):
-        src = WavReplaySource(recording, speakers, speed=speed)  # type: ignore[arg-type]
+        mixed = speakers == ["mixed"]
+        src = WavReplaySource(recording, ["customer"] if mixed else speakers, speed=speed)  # type: ignore[arg-type]
         call = self.pipeline.open_call(meta, src.sample_rate, source=source)
+        split = None
+        if mixed:
+            from appliance.diarize.split import MonoSplitter
+
+            split = MonoSplitter(src.sample_rate, self.cfg.vad, self.cfg.diarize, enrolment)
         for chunk in src.chunks():
-            self.pipeline.feed(call, chunk)
+            for part in split.push(chunk["customer"]) if split else [chunk]:
+                self.pipeline.feed(call, part)
+        for part in split.flush() if split else []:
+            self.pipeline.feed(call, part)
         self.pipeline.close_call(call)
         self.pipeline.wait(call)
         return call
@@ -109,6 +121,7 @@ def analyze_file(
     db_path: str | Path | None = None,
     mqtt_url: str | None = None,
     meta: CallMeta | None = None,
+    enrolment: str | None = None,
 ) -> dict:
     """Analyse one recording; returns the `analyze --json` document. AudioError before any write."""
     recording = read_wav(path)  # validates first: a bad file writes nothing
@@ -124,21 +137,28 @@ def analyze_file(
             recording,
             speakers,
             meta or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
+            enrolment=enrolment,
         )
     finally:
         session.close(flush_timeout=3.0)
         if tmp is not None:
             tmp.cleanup()
     elapsed = time.monotonic() - t0
+    rtf = elapsed / max(recording.duration, 1e-6)
+    return call_document(call, rtf, str(db_path) if tmp is None else None)
+
+
+def call_document(call: Any, rtf: float | None, db: str | None) -> dict:
+    """What `analyze --json` prints for a call (and `tap`/`siprec --json` for each of theirs)."""
     return {
         "call": {
             "id": call.id,
             "call_type": call.meta.call_type,
             "position": call.meta.position,
             **call.summary,
-            "rtf": round(elapsed / max(recording.duration, 1e-6), 3),
+            "rtf": None if rtf is None else round(rtf, 3),
         },
         "utterances": sorted(call.results, key=lambda u: (u["start"], u["speaker"])),
         "alerts": call.alerts,
-        "db": str(db_path) if tmp is None else None,
+        "db": db,
     }

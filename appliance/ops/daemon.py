@@ -177,8 +177,14 @@ class Daemon:
                 log.error("metrics endpoint %s not started: %s", self.opts.metrics, exc)
         timing = self.opts.timing()
         for pos in self.cfg.positions:
+            factory = mono_factory(self.source_factory, self.cfg) if pos.mono else None
             self.workers[pos.id] = PositionWorker(
-                pos, self.cfg, self.pipeline, self.source_factory, timing, self.stop_event
+                pos,
+                self.cfg,
+                self.pipeline,
+                factory or self.source_factory,
+                timing,
+                self.stop_event,
             )
         self.router.deliver = {pid: w.submit for pid, w in self.workers.items()}
         self.panel = PanelCommandReader(self.db_path, self.router)
@@ -300,6 +306,17 @@ class Daemon:
             self.store.close()
         self.notifier.close()
         log.info("appliance stopped")
+
+
+def mono_factory(factory: SourceFactory, cfg: AppConfig) -> SourceFactory:
+    """A mono position's source, diarized into agent and customer before the pipeline."""
+    from appliance.diarize.split import DiarizedSource
+
+    def make(pos):
+        enrol = str(cfg.resolve(pos.agent_enrolment)) if pos.agent_enrolment else None
+        return DiarizedSource(factory(pos), cfg.vad, cfg.diarize, enrol, cfg.daemon.silence_end_s)
+
+    return make
 
 
 def run_daemon(
