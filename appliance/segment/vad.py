@@ -166,6 +166,13 @@ class Segmenter:
         """Start (s) of the utterance being cut, None while no utterance is open."""
         return self._start_frame * FRAME_S if self._active else None
 
+    def open_audio(self, since: int = 0) -> tuple[np.ndarray, int]:
+        """(samples of the open utterance from frame `since` on, frames so far): what a
+        streaming recogniser has not seen yet. Empty while no utterance is open."""
+        if not self._active or since >= len(self._frames):
+            return np.zeros(0, np.float32), len(self._frames) if self._active else 0
+        return np.concatenate(self._frames[since:]), len(self._frames)
+
     @property
     def position(self) -> float:
         """Seconds of audio consumed."""
