@@ -237,8 +237,13 @@ def _ordinal_value(w: str, language: str) -> int | None:
     return None
 
 
+_ELISION = re.compile(r"^(?:d|l|j|qu|n|s|c|m|t)['’](.+)$")
+
+
 def _translate(core: str, language: str) -> tuple[str, int | None]:
     """(English token or "", numeric value or None) of one token's folded core."""
+    if language == "fr" and (m := _ELISION.match(core)):
+        core = m.group(1)  # "d'expiration" reads as "expiration"
     number = _NUMBER[language](core)
     if number is not None:
         return _en_number(number), number
