@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from appliance.stt.redact import redact, redact_words
+from appliance.stt.redact_numbers import tidy_digits
 from appliance.types import Transcript, Word
 
 
@@ -94,7 +95,7 @@ def _finalise(
         words.append(Word(text=text, start=start, end=end, confidence=float(w.confidence)))
         prev = start
     return Transcript(
-        text=redact(" ".join(raw_text.split()), language=language).text,
+        text=redact(tidy_digits(" ".join(raw_text.split())), language=language).text,
         words=redact_words(words, language=language),
         engine=engine,
         final=True,
