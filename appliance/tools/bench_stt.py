@@ -281,7 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     vad = {
         k: v for k, v in (("preroll", args.preroll), ("hangover", args.hangover)) if v is not None
     }
-    overrides = {"vad": vad, "stt": {"context": not args.no_context}}
+    # partials cost decodes and change no final text: off here (`time to first keyword` is
+    # measured apart, tests/test_stt_partials.py)
+    overrides = {"vad": vad, "stt": {"context": not args.no_context, "partials": False}}
     rows = run(
         sets,
         args.model or ["tiny.en"],
