@@ -126,6 +126,8 @@ class Pipeline:
         )
         """How a customer reference leaves the box."""
         self.writer = CallWriter(cfg, store, self.customer_id)
+        orphans, store.orphans = store.orphans, []
+        self.writer.close_orphans(orphans)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self._writer.start()
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from appliance.store import outbox, settings
+from appliance.store import outbox, recovery, settings
 from appliance.store.connection import connect, immediate, migrate
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,15 @@ class Store:
         self.min_free_mb = min_free_mb
         self.cap = outbox.OutboxCap(max(1, int(outbox_max_rows)))
         self.db = connect(self.path)
-        migrate(self.db)
+        self._writers = recovery.WriterLock(self.path)
+        try:
+            migrate(self.db)
+            self.orphans: list[dict] = recovery.live_calls(self.db) if self._writers.sole else []
+            """Calls a dead process left `live` (the pipeline closes them as `aborted`)."""
+        except BaseException:
+            self._writers.release()
+            raise
+        self._writers.share()
         self._lock = threading.Lock()
         self.transcripts_suspended = False
         """Set when free disk fell below `min_free_mb`: transcripts are skipped, scores go on."""
@@ -62,6 +70,12 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.conn.close()
+            self._writers.release()
+
+    def abort_call(self, call_id: str, ended_at: float) -> None:
+        """Close an orphaned call without a message (its row could not make one)."""
+        with self._lock, immediate(self.db):
+            recovery.mark_aborted(self.db, call_id, ended_at)
 
     # -- writes -------------------------------------------------------------------------
 
