@@ -367,6 +367,20 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except RuntimeError as exc:
+        if not _box_state_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _box_state_error(exc: BaseException) -> bool:
+    """Failures of the box's state a command reports in one line (the message names the file
+    and why), never as a traceback: a database it cannot open or write, an unusable key."""
+    from appliance.publish.pseudonym import PseudonymKeyError
+    from appliance.store.connection import StorageError
+
+    return isinstance(exc, (StorageError, PseudonymKeyError))
 
 
 if __name__ == "__main__":

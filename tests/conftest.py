@@ -47,3 +47,16 @@ def collector(broker):
     c = Collector(broker.url)
     yield c
     c.close()
+
+
+@pytest.fixture
+def small_disk():
+    """A real 2 MiB tmpfs the test can fill (`fill()`, `release()`); skipped without root."""
+    from support.disk import SmallDisk
+
+    try:
+        disk = SmallDisk(2048)
+    except OSError as exc:
+        pytest.skip(str(exc))
+    yield disk
+    disk.close()

@@ -15,6 +15,7 @@ from appliance.config import AppConfig
 from appliance.pipeline.call import CallMeta
 from appliance.pipeline.orchestrator import Pipeline
 from appliance.publish.mqtt import Publisher
+from appliance.store.connection import StorageError
 from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,22 @@ class Session:
             min_free_mb=self.cfg.retention.min_free_mb,
             outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
         )
-        if self.mqtt_url:
-            self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
-        self.pipeline = Pipeline(
-            self.cfg,
-            self.store,
-            self.engines.emotion,
-            self.engines.transcriber,
-            on_stored=self.publisher.wake if self.publisher else None,
-            block_when_full=self.block_when_full,
-        )
+        try:
+            if self.mqtt_url:
+                self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
+            self.pipeline = Pipeline(
+                self.cfg,
+                self.store,
+                self.engines.emotion,
+                self.engines.transcriber,
+                on_stored=self.publisher.wake if self.publisher else None,
+                block_when_full=self.block_when_full,
+            )
+        except BaseException:  # e.g. an unusable pseudonym key: leave nothing running
+            if self.publisher is not None:
+                self.publisher.stop()
+            self.store.close()
+            raise
 
     def replay(
         self,
@@ -110,7 +117,8 @@ def analyze_file(
     mqtt_url: str | None = None,
     meta: CallMeta | None = None,
 ) -> dict:
-    """Analyse one recording; returns the `analyze --json` document. AudioError before any write."""
+    """Analyse one recording; returns the `analyze --json` document. AudioError before any write;
+    StorageError when the database refused any of the call's writes (nothing silently lost)."""
     recording = read_wav(path)  # validates first: a bad file writes nothing
     speakers = speakers_for(recording, channels)
     tmp = None
@@ -118,15 +126,23 @@ def analyze_file(
         tmp = tempfile.TemporaryDirectory(prefix="appliance-analyze-")
         db_path = Path(tmp.name) / "analyze.db"
     t0 = time.monotonic()
-    session = Session(cfg, Path(db_path), engines, mqtt_url=mqtt_url)
     try:
-        call = session.replay(
-            recording,
-            speakers,
-            meta or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
-        )
+        session = Session(cfg, Path(db_path), engines, mqtt_url=mqtt_url)
+        try:
+            call = session.replay(
+                recording,
+                speakers,
+                meta
+                or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
+            )
+        finally:
+            session.close(flush_timeout=3.0)
+        if call.write_failures:
+            raise StorageError(
+                f"{db_path}: {call.write_failures} write(s) of call {call.id} failed"
+                f" ({session.pipeline.stats.last_write_error}); its scores are incomplete"
+            )
     finally:
-        session.close(flush_timeout=3.0)
         if tmp is not None:
             tmp.cleanup()
     elapsed = time.monotonic() - t0

@@ -222,6 +222,7 @@ class Daemon:
             commands_applied=self.router.applied,
             commands_rejected=self.router.rejected
             + (pub.commands_rejected if pub is not None else 0),
+            write_failures=st.write_failures if st else 0,
         )
 
     def run(self) -> None:

@@ -252,7 +252,10 @@ class Publisher:
                         info.wait_for_publish(timeout=max(0.01, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
-        self._save_checkpoint()
+        try:
+            self._save_checkpoint()
+        except Exception as exc:  # a full disk: the broker keeps the checkpoint anyway
+            log.warning("checkpoint %d not saved in the database: %s", self._cp, exc)
 
     def _save_checkpoint(self, db: OutboxCursor | None = None) -> None:
         with self._lock:
