@@ -57,10 +57,15 @@ def load_or_create_key(state_dir: str | Path) -> bytes:
     try:
         key = path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            _write_atomically(path, secrets.token_bytes(KEY_BYTES))
-        key = path.read_bytes()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                _write_atomically(path, secrets.token_bytes(KEY_BYTES))
+            key = path.read_bytes()
+        except OSError as exc:  # a full disk leaves no key behind, not an empty one
+            raise PseudonymKeyError(
+                f"pseudonym key {path} cannot be created: {exc.strerror or exc}"
+            ) from exc
     except OSError as exc:
         raise PseudonymKeyError(f"pseudonym key {path} cannot be read: {exc.strerror}") from exc
     if len(key) < MIN_KEY_BYTES:
