@@ -44,7 +44,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
-    from appliance.capture.wav import AudioError, read_wav
+    from appliance.capture.wav import AudioError, open_wav
     from appliance.config import ConfigError
     from appliance.ops.analysis import analyze_file, speakers_for
     from appliance.ops.engines import load_engines
@@ -52,8 +52,8 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
     try:
         cfg = _load_cfg(a.config)
-        rec = read_wav(a.file)  # refuse a bad file before loading models or touching a database
-        speakers_for(rec, a.channels)
+        # refuse a bad or too long file before loading models or touching a database
+        speakers_for(open_wav(a.file, cfg.analyze.max_duration_s), a.channels)
     except (AudioError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -312,6 +312,16 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class AnalyzeConfig:
+    max_duration_s: float = _f(
+        14400.0,
+        "Longest recording `appliance analyze` takes (s); a longer one is refused (exit 2) before anything is decoded. Files are decoded a block at a time, so memory does not grow with the length.",
+        min=1.0,
+        max=604800.0,
+    )
+
+
+@dataclass(frozen=True)
 class AppConfig:
     box: BoxConfig = _f(BoxConfig(), "This box.")
     paths: PathsConfig = _f(PathsConfig(), "Files and directories.")
@@ -328,6 +338,7 @@ class AppConfig:
     retention: RetentionConfig = _f(RetentionConfig(), "Retention per table.")
     panel: PanelConfig = _f(PanelConfig(), "Supervisor panel.")
     daemon: DaemonConfig = _f(DaemonConfig(), "Live capture daemon.")
+    analyze: AnalyzeConfig = _f(AnalyzeConfig(), "Offline analysis of recordings.")
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}
     )

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.capture.sources import WavReplaySource
-from appliance.capture.wav import Recording, read_wav
+from appliance.capture.sources import WavReplaySource, WavStreamSource
+from appliance.capture.wav import Recording, WavFile, open_wav
 from appliance.config import AppConfig
 from appliance.pipeline.call import CallMeta
 from appliance.pipeline.orchestrator import Pipeline
@@ -23,9 +23,9 @@ log = logging.getLogger(__name__)
 CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent")
 
 
-def speakers_for(recording: Recording, channels: str | None) -> list[str]:
+def speakers_for(recording: Recording | WavFile, channels: str | None) -> list[str]:
     """Map file channels to speakers: mono = customer unless told agent; stereo in the order given."""
-    n = len(recording.channels)
+    n = recording.n_channels if isinstance(recording, WavFile) else len(recording.channels)
     if channels is None:
         return ["customer"] if n == 1 else ["agent", "customer"]
     names = [c.strip() for c in channels.split(",")]
@@ -84,13 +84,18 @@ class Session:
 
     def replay(
         self,
-        recording: Recording,
+        recording: Recording | WavFile,
         speakers: list[str],
         meta: CallMeta,
         speed: float = 0.0,
         source: str = "analyze",
     ):
-        src = WavReplaySource(recording, speakers, speed=speed)  # type: ignore[arg-type]
+        """One call from a decoded recording, or from a WAV file decoded as it goes."""
+        src: WavReplaySource | WavStreamSource
+        if isinstance(recording, WavFile):
+            src = WavStreamSource(recording, speakers, speed=speed)  # type: ignore[arg-type]
+        else:
+            src = WavReplaySource(recording, speakers, speed=speed)  # type: ignore[arg-type]
         call = self.pipeline.open_call(meta, src.sample_rate, source=source)
         for chunk in src.chunks():
             self.pipeline.feed(call, chunk)
@@ -117,9 +122,13 @@ def analyze_file(
     mqtt_url: str | None = None,
     meta: CallMeta | None = None,
 ) -> dict:
-    """Analyse one recording; returns the `analyze --json` document. AudioError before any write;
-    StorageError when the database refused any of the call's writes (nothing silently lost)."""
-    recording = read_wav(path)  # validates first: a bad file writes nothing
+    """Analyse one recording; returns the `analyze --json` document. AudioError before any write
+    (also for a file longer than `analyze.max_duration_s`); StorageError when the database
+    refused any of the call's writes (nothing silently lost). The file is decoded a block at a
+    time: memory does not grow with its length."""
+    recording = open_wav(
+        path, cfg.analyze.max_duration_s
+    )  # validates first: a bad file writes nothing
     speakers = speakers_for(recording, channels)
     tmp = None
     if db_path is None:
