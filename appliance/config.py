@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+from appliance.validate import ConfigError, build, read_toml
 
-class ConfigError(ValueError):
-    """A configuration value is invalid. `key` is the dotted path of the offending key."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
+__all__ = ["AppConfig", "ConfigError", "config_from_dict", "load_config"]
 
 
 def _f(default: Any, help: str, **constraints: Any) -> Any:
@@ -57,13 +51,18 @@ class BoxConfig:
 @dataclass(frozen=True)
 class PathsConfig:
     db: str = _f(
-        "appliance.db", "SQLite database file (relative paths are relative to the config file)."
+        "appliance.db",
+        "SQLite database file (relative paths are relative to the config file).",
+        nonempty=True,
+        path=True,
     )
     numba_cache: str = _f(
-        "", "Writable directory for numba's compiled-kernel cache; empty = numba's default."
+        "",
+        "Writable directory for numba's compiled-kernel cache; empty = numba's default.",
+        path=True,
     )
     state_dir: str = _f(
-        "", "Writable state directory (keys, caches); empty = the database's folder."
+        "", "Writable state directory (keys, caches); empty = the database's folder.", path=True
     )
 
 
@@ -82,10 +81,12 @@ class MqttConfig:
         "", "MQTT client id; empty = appliance-<box id>. Stable ids give persistent sessions."
     )
     username: str = _f("", "Broker user name.")
-    password_file: str = _f("", "File holding the broker password (kept out of the config).")
-    ca_file: str = _f("", "CA certificate for TLS (mqtts://).")
-    cert_file: str = _f("", "Client certificate for TLS.")
-    key_file: str = _f("", "Client private key for TLS.")
+    password_file: str = _f(
+        "", "File holding the broker password (kept out of the config).", path=True
+    )
+    ca_file: str = _f("", "CA certificate for TLS (mqtts://).", path=True)
+    cert_file: str = _f("", "Client certificate for TLS.", path=True)
+    key_file: str = _f("", "Client private key for TLS.", path=True)
     keepalive: int = _f(30, "Keep-alive interval in seconds.", min=5, max=3600)
     pseudonymise_customers: bool = _f(
         True, "Publish customer references as a keyed hash, never in clear."
@@ -140,10 +141,10 @@ class SttConfig:
         choices=("auto", "vosk", "whisper", "none"),
     )
     vosk_model: str = _f(
-        "", "Directory of an English Vosk model (install.sh --vosk-model installs one)."
+        "", "Directory of an English Vosk model (install.sh --vosk-model installs one).", path=True
     )
     whisper_model: str = _f(
-        "", "Directory of a CTranslate2 Whisper model; empty = the bundled tiny.en."
+        "", "Directory of a CTranslate2 Whisper model; empty = the bundled tiny.en.", path=True
     )
     threads: int = _f(1, "CPU threads per STT decode.", min=1, max=16)
     workers: int = _f(
@@ -161,7 +162,9 @@ class SttConfig:
 @dataclass(frozen=True)
 class EmotionConfig:
     model: str = _f(
-        "", "ONNX emotion model file or directory with its card; empty = the bundled model."
+        "",
+        "ONNX emotion model file or directory with its card; empty = the bundled model.",
+        path=True,
     )
     variant: str = _f(
         "",
@@ -172,6 +175,7 @@ class EmotionConfig:
     providers: list[str] = _f(
         ["CPUExecutionProvider"],
         "onnxruntime execution providers in order of preference (CUDAExecutionProvider on a Jetson/CUDA box).",
+        min_items=1,
     )
     min_duration: float = _f(
         0.6, "Utterances shorter than this (s) get no emotion.", min=0.1, max=10.0
@@ -256,7 +260,11 @@ class RuleConfig:
             "follow_up",
         ),
     )
-    call_types: list[str] = _f([], "Call types the rule applies to; empty = all.")
+    call_types: list[str] = _f(
+        [],
+        "Call types the rule applies to; empty = all.",
+        items={"choices": ("support", "sales", "check-in")},
+    )
 
 
 @dataclass(frozen=True)
@@ -279,11 +287,11 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class PanelConfig:
-    host: str = _f("127.0.0.1", "Address the panel listens on.")
+    host: str = _f("127.0.0.1", "Address the panel listens on.", nonempty=True)
     port: int = _f(8443, "Panel port.", min=1, max=65535)
-    cert_file: str = _f("", "TLS certificate of the panel.")
-    key_file: str = _f("", "TLS key of the panel.")
-    metrics_token_file: str = _f("", "File holding the bearer token for /metrics.")
+    cert_file: str = _f("", "TLS certificate of the panel.", path=True)
+    key_file: str = _f("", "TLS key of the panel.", path=True)
+    metrics_token_file: str = _f("", "File holding the bearer token for /metrics.", path=True)
 
 
 @dataclass(frozen=True)
@@ -330,7 +338,9 @@ class AppConfig:
     stt: SttConfig = _f(SttConfig(), "Speech to text.")
     emotion: EmotionConfig = _f(EmotionConfig(), "Emotion model.")
     vad: VadConfig = _f(VadConfig(), "Voice activity detection.")
-    positions: list[PositionConfig] = _f([PositionConfig()], "Agent positions served by this box.")
+    positions: list[PositionConfig] = _f(
+        [PositionConfig()], "Agent positions served by this box.", min_items=1
+    )
     rules: list[RuleConfig] = _f(
         [], "Alert rules; empty = the shipped defaults (see appliance.scoring.rules.DEFAULT_RULES)."
     )
@@ -363,74 +373,6 @@ class AppConfig:
 # -- loading ------------------------------------------------------------------------------
 
 
-def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _check_scalar(key, value, args[0], meta)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false, got {value!r}")
-    elif tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be an integer, got {value!r}")
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"must be a number, got {value!r}")
-        value = float(value)
-    elif tp is str and not isinstance(value, str):
-        raise ConfigError(key, f"must be a string, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(
-            key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}"
-        )
-    if "min" in meta and value < meta["min"]:
-        raise ConfigError(key, f"must be >= {meta['min']}, got {value!r}")
-    if "max" in meta and value > meta["max"]:
-        raise ConfigError(key, f"must be <= {meta['max']}, got {value!r}")
-    if "pattern" in meta:
-        import re
-
-        if not re.fullmatch(meta["pattern"], value):
-            raise ConfigError(key, f"must match {meta['pattern']}, got {value!r}")
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(
-            prefix.rstrip(".") or "(root)", f"must be a table, got {type(data).__name__}"
-        )
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
-    for key in data:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(f"{prefix}{key}", f"unknown key (known keys: {known})")
-    kwargs = {}
-    for name, f in fields.items():
-        if name not in data:
-            continue
-        key = f"{prefix}{name}"
-        kwargs[name] = _value(key, data[name], hints[name], dict(f.metadata))
-    return cls(**kwargs)
-
-
-def _value(key: str, value: Any, tp: Any, meta: dict) -> Any:
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
-    if typing.get_origin(tp) is list:
-        (item_tp,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ConfigError(key, f"must be a list, got {value!r}")
-        if dataclasses.is_dataclass(item_tp):
-            return [_build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
-        return [_check_scalar(f"{key}[{i}]", v, item_tp, {}) for i, v in enumerate(value)]
-    return _check_scalar(key, value, tp, meta)
-
-
 def _cross_checks(cfg: AppConfig) -> None:
     ids = [p.id for p in cfg.positions]
     for i, pid in enumerate(ids):
@@ -449,30 +391,48 @@ def _cross_checks(cfg: AppConfig) -> None:
     url = cfg.mqtt.url
     if url and not url.startswith(("mqtt://", "mqtts://")):
         raise ConfigError("mqtt.url", f"must start with mqtt:// or mqtts://, got {url!r}")
+    if url:
+        _check_url(url)
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
+    _check_listen("daemon.metrics_listen", cfg.daemon.metrics_listen)
+
+
+def _check_url(url: str) -> None:
+    try:
+        u = urlparse(url)
+        port = u.port
+    except ValueError as exc:  # a port out of range or not a number
+        raise ConfigError("mqtt.url", f"{exc} in {url!r}") from None
+    if not u.hostname:
+        raise ConfigError("mqtt.url", f"no host in {url!r}")
+    if port == 0 or u.path not in ("", "/") or u.query or u.fragment:
+        raise ConfigError("mqtt.url", f"expected mqtt[s]://host[:port] (port 1-65535), got {url!r}")
+
+
+def _check_listen(key: str, value: str) -> None:
+    """`off`, or host:port with port 0-65535 (0: any free port); [v6]:port too."""
+    if value == "off":
+        return
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be host:port (port 0-65535) or off, got {value!r}")
 
 
 def config_from_dict(data: dict, base_dir: str | Path = "") -> AppConfig:
     """Validate a parsed TOML document. Raises ConfigError naming the failing key."""
-    cfg = _build(AppConfig, data, "")
+    cfg = build(AppConfig, data, "")
     cfg = dataclasses.replace(cfg, base_dir=str(base_dir))
     _cross_checks(cfg)
     return cfg
 
 
 def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file; any failure is a ConfigError with the reason."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("(syntax)", f"{path}: {exc}") from exc
+    data = read_toml(path)
     return config_from_dict(data, base_dir=path.resolve().parent)
 
 
