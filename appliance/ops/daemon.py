@@ -5,6 +5,7 @@ Start order (and the reverse on SIGTERM/SIGINT, Frigate-style):
   1. models      `load_engines(cfg)`: emotion model verified against its card, STT, numba warm-up
   2. store       the single SQLite writer (WAL, outbox in the same transaction)
   3. publisher   MQTT: retained status `online`, last will `offline`, CTI commands on cmd/call
+                 (it connects once the positions take commands, just before capture starts)
   4. pipeline    VAD -> emotion/STT -> scoring -> store; live capture never blocks on it
   5. capture     one thread per position, reading its device(s) through `source_factory`
   then READY=1 to systemd, the health loop (settings `health`, MQTT `health`, Prometheus text
@@ -149,13 +150,15 @@ class Daemon:
             outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
         )
         if self.cfg.mqtt.url:
-            from appliance.ops.analysis import start_publisher
+            from appliance.publish.mqtt import Publisher
 
-            self.publisher = start_publisher(
-                self.cfg,
+            # connected only once the positions take commands (below): a broker holding a
+            # backlog for this box delivers it at once, and none of it may find no position
+            self.publisher = Publisher(
                 self.db_path,
-                self.cfg.mqtt.url,
-                on_command=lambda c: self.router.submit(c, "mqtt"),
+                self.cfg.mqtt_resolved(),
+                box_id=self.cfg.box.id,
+                on_command=lambda c: self.router.submit(c, "mqtt", checked=True),
             )
         self.pipeline = Pipeline(
             self.cfg,
@@ -177,6 +180,8 @@ class Daemon:
                 pos, self.cfg, self.pipeline, self.source_factory, timing, self.stop_event
             )
         self.router.deliver = {pid: w.submit for pid, w in self.workers.items()}
+        if self.publisher is not None:
+            self.publisher.start()
         self.panel = PanelCommandReader(self.db_path, self.router)
         for w in self.workers.values():
             w.thread.start()

@@ -47,6 +47,7 @@ import paho.mqtt.client as mqtt
 from appliance import __version__
 from appliance.config import MqttConfig
 from appliance.publish import contract
+from appliance.publish.commands import CommandRejected, RejectLog
 from appliance.store.outbox import OutboxCursor
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ class Publisher:
         self.commands_failed = 0
         """Valid commands the handler raised on (e.g. an unknown position)."""
         self.last_reject_reason = ""
+        self._reject_log = RejectLog(log)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -346,7 +348,8 @@ class Publisher:
                     # valid by the contract, refused by the handler (which counts it itself)
                     self.commands_failed += 1
                     self.last_reject_reason = f"{type(exc).__name__}: {exc}"[:200]
-                    log.warning("command on %s not applied: %s", topic, self.last_reject_reason)
+                    if not isinstance(exc, CommandRejected):  # the router logged it
+                        log.warning("command on %s not applied: %s", topic, self.last_reject_reason)
                     return
             self.commands_accepted += 1
         except Exception:  # pragma: no cover - last line of defence for the network thread
@@ -356,7 +359,7 @@ class Publisher:
     def _reject(self, reason: str, topic: str) -> None:
         self.commands_rejected += 1
         self.last_reject_reason = reason[:200]
-        log.warning("rejected message on %s: %s", topic[:200], reason[:200])
+        self._reject_log(f"message on {topic[:200]}", reason)
 
     def _read_checkpoint(self) -> int | None:
         """The `acked_seq` of the retained status the broker kept (`_NO_CHECKPOINT` if it kept
