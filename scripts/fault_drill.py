@@ -19,6 +19,9 @@ and the database is intact.
 
     .venv/bin/python scripts/fault_drill.py            # real model via the `appliance` CLI
     .venv/bin/python scripts/fault_drill.py --fake-model   # CI: same CLI, stub emotion model
+    .venv/bin/python scripts/fault_drill.py --crash-loop 14  # 14 analysers killed with -9 mid-call:
+                                                  # deliveries per message, re-sends per restart,
+                                                  # calls left open (stub model)
 
 `--fake-model` runs the same `appliance analyze` command line in a child process with the
 emotion model replaced by a stub (and speech to text off), for machines without the trained

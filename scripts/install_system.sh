@@ -215,7 +215,7 @@ mkdir -p "$ROOT$APP_DIR"
 tar -C "$SRC" -cf - \
   --exclude=./.git --exclude=./.venv --exclude=./venv --exclude='__pycache__' \
   --exclude=./.pytest_cache --exclude=./.ruff_cache --exclude=./.hypothesis --exclude=./.numba_cache \
-  --exclude='*.db' --exclude='*.db-wal' --exclude='*.db-shm' --exclude=./tmp --exclude=./out \
+  --exclude='*.db' --exclude='*.db-wal' --exclude='*.db-shm' --exclude='*.db.writers' --exclude=./tmp --exclude=./out \
   --exclude='*.egg-info' --exclude=./build --exclude=./node_modules --exclude='./_*_tmp.py' . |
   tar -C "$ROOT$APP_DIR" -xf - --no-same-owner
 chown -R root:root "$ROOT$APP_DIR"

@@ -10,6 +10,8 @@ the longest write-lock hold per thread (`appliance.store.connection.LOCK_STATS`)
 health writes took and how many failed.
 
     .venv/bin/python scripts/write_lock_drill.py --seconds 20 --hogs 6
+    .venv/bin/python scripts/write_lock_drill.py --seconds 20 --hogs 6 --switch-interval 0.001
+                                                  # the daemon's GIL switch interval
 """
 
 from __future__ import annotations
@@ -132,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--hogs", type=int, default=6, help="GIL-holding busy threads")
     ap.add_argument("--positions", type=int, default=2, help="calls replayed at once")
+    ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval (s) for this run")
     a = ap.parse_args(argv)
+    if a.switch_interval:
+        sys.setswitchinterval(a.switch_interval)
     with tempfile.TemporaryDirectory(prefix="write-lock-") as tmp:
         result = run(Path(tmp), a.seconds, a.hogs, a.positions)
     print(json.dumps(result))

@@ -65,6 +65,12 @@ HEALTH_PUBLISH_EVERY = 4
 STALL_S = 30.0
 """The watchdog stops being fed when a capture thread or the writer made no progress this long."""
 METRICS_DEFAULT = "127.0.0.1:9108"
+GIL_SWITCH_S = 0.001
+"""sys.setswitchinterval for the daemon. A thread that comes back from SQLite, a socket or a
+device read waits for the GIL up to this long per Python thread that is busy (CPython's default
+is 5 ms): the writer pays it for every statement while it holds SQLite's write lock. With six
+busy threads (scripts/write_lock_drill.py) 1 ms cut the 95th percentile of the write-lock hold
+from 0.31 s to 0.10 s and the longest health write from 0.86 s to 0.28 s."""
 
 
 def _env_float(name: str, default: float) -> float:
@@ -132,11 +138,14 @@ class Daemon:
         self.metrics_server = None
         self.panel: PanelCommandReader | None = None
         self.db_path = cfg.resolve(cfg.paths.db)
+        self._switch_interval: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """The boot order: models, store, publisher, pipeline, health, commands, capture."""
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.notifier.status("loading models")
         if self.engines is None:
             from appliance.ops.engines import load_engines
@@ -289,6 +298,8 @@ class Daemon:
         if self.store is not None:
             self.store.close()
         self.notifier.close()
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
         log.info("appliance stopped")
 
 
