@@ -109,6 +109,7 @@ def cmd_check_config(a: argparse.Namespace) -> int:
         print(f"{'error' if a.strict else 'warning'}: {key}: {p} {why}", file=sys.stderr)
     if missing and a.strict:
         return 1
+    _warn_open_metrics(cfg)
     print(f"ok: {a.path} (box {cfg.box.id}, {len(cfg.positions)} position(s))")
     return 0
 
@@ -119,6 +120,19 @@ def _missing(p: Path) -> str:
         return "" if p.exists() else "does not exist"
     except OSError as exc:  # e.g. a folder this user may not enter
         return f"cannot be checked ({exc.strerror})"
+
+
+def _warn_open_metrics(cfg) -> None:
+    from appliance.config import is_loopback
+
+    d = cfg.daemon
+    host = d.metrics_listen.rpartition(":")[0]
+    if d.metrics_listen != "off" and not is_loopback(host) and not d.metrics_token_file:
+        print(
+            f"warning: daemon.metrics_listen {d.metrics_listen} is off loopback without"
+            " daemon.metrics_token_file: anyone who reaches it reads the box's health",
+            file=sys.stderr,
+        )
 
 
 def cmd_list_devices(a: argparse.Namespace) -> int:
@@ -222,15 +236,34 @@ def cmd_user(a: argparse.Namespace) -> int:
 
 
 def cmd_retention(a: argparse.Namespace) -> int:
+    from appliance.store.overrides import effective_config
     from appliance.store.retention import purge
 
     cfg = _load_cfg(a.config)
     db = a.db or str(cfg.resolve(cfg.paths.db))
-    print(json.dumps(purge(db, cfg.retention)))
+    print(json.dumps(purge(db, effective_config(cfg, db).retention)))
     return 0
 
 
 # -- parser --------------------------------------------------------------------------------
+
+
+def _user_admin_parsers(usub) -> None:
+    """`user list | disable | enable | delete | passwd` (panel/cli.py runs them)."""
+    ul = usub.add_parser("list", help="list panel users")
+    ul.add_argument("--json", action="store_true")
+    ul.add_argument("--db", required=True)
+    for name, text in (
+        ("disable", "disable a user (its sessions end at once)"),
+        ("enable", "enable a disabled user"),
+        ("delete", "delete a user (its sessions end at once)"),
+        ("passwd", "set a new password from stdin (the user's sessions end)"),
+    ):
+        sp = usub.add_parser(name, help=text)
+        sp.add_argument("name")
+        sp.add_argument("--db", required=True)
+        if name == "passwd":
+            sp.add_argument("--password-stdin", action="store_true", required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     ua.add_argument("--role", choices=("supervisor", "admin"), required=True)
     ua.add_argument("--password-stdin", action="store_true", required=True)
     ua.add_argument("--db", required=True)
+    _user_admin_parsers(usub)
     u.set_defaults(func=cmd_user)
 
     rt = sub.add_parser("retention", help="purge data past its retention")

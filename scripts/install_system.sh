@@ -31,6 +31,8 @@ PYTHON=${PYTHON:-python3}
 DT_MODEL=${APPLIANCE_DT_MODEL:-/proc/device-tree/model}
 
 SERVICE_USER=appliance
+PANEL_USER=appliance-panel  # the panel's own user, in group appliance (see step 4)
+PANEL_DIR=/var/lib/appliance-panel
 APP_DIR=/opt/appliance
 VENV=$APP_DIR/venv
 CONF_DIR=/etc/appliance
@@ -123,7 +125,11 @@ uninstall() {
     systemctl daemon-reload
   fi
   if [ "$PURGE" = 1 ]; then
-    rm -rf "${ROOT:?}$CONF_DIR" "${ROOT:?}$STATE_DIR"
+    rm -rf "${ROOT:?}$CONF_DIR" "${ROOT:?}$STATE_DIR" "${ROOT:?}$PANEL_DIR"
+    if grep -qE "^$PANEL_USER:" "$ROOT/etc/passwd" 2>/dev/null; then
+      if [ -n "$ROOT" ]; then userdel --prefix "$ROOT" "$PANEL_USER" || true
+      else userdel "$PANEL_USER" || true; fi
+    fi
     if getent_user >/dev/null; then
       if [ -n "$ROOT" ]; then userdel --prefix "$ROOT" "$SERVICE_USER" || true
       else userdel "$SERVICE_USER" || true; fi
@@ -132,7 +138,7 @@ uninstall() {
       if [ -n "$ROOT" ]; then groupdel --prefix "$ROOT" "$SERVICE_USER" || true
       else groupdel "$SERVICE_USER" || true; fi
     fi
-    say "removed the appliance, its configuration, data and the user $SERVICE_USER"
+    say "removed the appliance, its configuration, data and the users $SERVICE_USER, $PANEL_USER"
   else
     say "removed the appliance; kept $CONF_DIR and $STATE_DIR (use --purge to delete them)"
   fi
@@ -208,6 +214,15 @@ fi
 APP_UID=$(getent_user | cut -d: -f3)
 APP_GID=$(getent_user | cut -d: -f4)
 own() { chown "$APP_UID:$APP_GID" "$@"; }
+# the panel runs as its own user with the daemon's group: database yes, daemon's keys no
+if ! grep -qE "^$PANEL_USER:" "$ROOT/etc/passwd"; then
+  say "creating system user $PANEL_USER (group $SERVICE_USER)"
+  args=(--system --gid "$APP_GID" --home-dir "$PANEL_DIR" --no-create-home --shell /usr/sbin/nologin
+        --comment "call-center emotion appliance panel")
+  if [ -n "$ROOT" ]; then useradd --prefix "$ROOT" "${args[@]}" "$PANEL_USER"
+  else useradd "${args[@]}" "$PANEL_USER"; fi
+fi
+PANEL_UID=$(grep -E "^$PANEL_USER:" "$ROOT/etc/passwd" | cut -d: -f3)
 
 # 3. the application: a copy of the checkout (without VCS, venvs, caches, databases) + a venv
 say "copying the application to $APP_DIR"
@@ -240,11 +255,17 @@ if [ "$NO_DEPS" = 0 ] && ! "$ROOT$VENV/bin/python" -c "import gunicorn" 2>/dev/n
   "$ROOT$VENV/bin/python" -m pip "${pip2[@]}" gunicorn
 fi
 
-# 4. state: database, numba cache, keys, models (owned by the service user, not world-readable)
-mkdir -p "$ROOT$STATE_DIR/numba-cache" "$ROOT$STATE_DIR/keys" "$ROOT$STATE_DIR/models"
+# 4. state: database, numba cache, keys, models (owned by the service user, not world-readable).
+# The folder is group-writable and sticky (the panel creates the database's -wal/-shm files but
+# cannot rename or delete the daemon's); keys/ lets the group open files by name, not list them.
+mkdir -p "$ROOT$STATE_DIR/numba-cache" "$ROOT$STATE_DIR/keys" "$ROOT$STATE_DIR/models" "$ROOT$PANEL_DIR"
 own "$ROOT$STATE_DIR" "$ROOT$STATE_DIR/numba-cache" "$ROOT$STATE_DIR/keys" "$ROOT$STATE_DIR/models"
-chmod 0750 "$ROOT$STATE_DIR" "$ROOT$STATE_DIR/numba-cache" "$ROOT$STATE_DIR/models"
-chmod 0700 "$ROOT$STATE_DIR/keys"
+chmod 1770 "$ROOT$STATE_DIR"
+chmod 0750 "$ROOT$STATE_DIR/numba-cache" "$ROOT$STATE_DIR/models"
+chmod 0710 "$ROOT$STATE_DIR/keys"
+chown "$PANEL_UID:$APP_GID" "$ROOT$PANEL_DIR"
+chmod 0700 "$ROOT$PANEL_DIR"
+rm -f "$ROOT$STATE_DIR/panel-secret.key"  # the panel's session secret lives in $PANEL_DIR now
 
 # 5. configuration: the board's example, never overwriting an existing one
 mkdir -p "$ROOT$CONF_DIR"
@@ -283,9 +304,36 @@ fi
 if [ ! -s "$ROOT$STATE_DIR/keys/metrics.token" ]; then
   (umask 077; openssl rand -hex 32 > "$ROOT$STATE_DIR/keys/metrics.token")
 fi
+# the daemon's password for the local broker (the only user it admits; docs/mqtt.md)
+if [ ! -s "$ROOT$STATE_DIR/keys/mqtt.password" ]; then
+  (umask 077; openssl rand -hex 24 > "$ROOT$STATE_DIR/keys/mqtt.password")
+  own "$ROOT$STATE_DIR/keys/mqtt.password"
+  say "created $STATE_DIR/keys/mqtt.password: add it to the local broker (docs/mqtt.md)"
+fi
 own "$KEY" "$CRT" "$ROOT$STATE_DIR/keys/metrics.token"
-chmod 0600 "$KEY" "$ROOT$STATE_DIR/keys/metrics.token"
-chmod 0644 "$CRT"
+# the panel's own files are readable by the group; everything else in keys/ (pseudonym key, MQTT
+# credentials) is the daemon's alone, whatever umask created it
+for f in "$ROOT$STATE_DIR"/keys/*; do
+  [ -f "$f" ] || continue
+  case "$(basename "$f")" in
+    panel.key|metrics.token) chmod 0640 "$f" ;;
+    panel.crt) chmod 0644 "$f" ;;
+    *) chmod 0600 "$f" ;;
+  esac
+done
+
+# the database: shared by the daemon and the panel (group appliance, 0660; SQLite gives its
+# -wal and -shm files the same mode)
+DB_FILE=$("$ROOT$VENV/bin/python" -c 'import sys; from appliance.config import load_config
+c = load_config(sys.argv[1]); print(c.resolve(c.paths.db))' "$ROOT$CONF_DIR/appliance.toml")
+case "$DB_FILE" in
+  "$STATE_DIR"/*)
+    if [ ! -e "$ROOT$DB_FILE" ]; then install -m 0660 /dev/null "$ROOT$DB_FILE"; fi
+    for f in "$ROOT$DB_FILE" "$ROOT$DB_FILE-wal" "$ROOT$DB_FILE-shm"; do
+      if [ -e "$f" ]; then own "$f"; chmod 0660 "$f"; fi
+    done ;;
+  *) say "warning: paths.db $DB_FILE is outside $STATE_DIR: give it mode 0660, group $SERVICE_USER, for the panel" ;;
+esac
 
 # 7. optional Vosk model
 if [ -n "$VOSK_MODEL" ]; then

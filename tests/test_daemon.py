@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from support import fakes
 from support.fakes import ScriptedSource
+from support.mqtt import cti_client
 
 from appliance.capture.wav import read_wav
 from appliance.config import config_from_dict
@@ -58,9 +59,12 @@ def _opts(**kw) -> DaemonOptions:
 class Running:
     """Start a Daemon in this thread, run its main loop in another; stop on exit."""
 
-    def __init__(self, cfg, factory, opts=None):
+    def __init__(self, cfg, factory, opts=None, engines_=None):
         self.d = Daemon(
-            cfg, engines=fake_engines(), source_factory=factory, options=opts or _opts()
+            cfg,
+            engines=engines_ or fake_engines(),
+            source_factory=factory,
+            options=opts or _opts(),
         )
 
     def __enter__(self):
@@ -244,16 +248,12 @@ def test_mqtt_cti_command_and_status(tmp_path):
 
     if find_mosquitto() is None:
         pytest.skip("mosquitto not installed")
-    import paho.mqtt.client as mqtt
-
     with LocalBroker(persistence=False) as broker:
         cfg = _cfg(tmp_path, mqtt={"url": broker.url})
         db = cfg.resolve(cfg.paths.db)
         with Running(cfg, lambda pos: ScriptedSource()) as d:
             assert d.publisher.connected.wait(10)
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cti-test")
-            c.connect("127.0.0.1", broker.port)
-            c.loop_start()
+            c = cti_client(broker.port)
             try:
                 cmd = {
                     "position": "pos-1",

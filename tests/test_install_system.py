@@ -96,6 +96,10 @@ def wheelhouse(tmp_path_factory):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the box install runs as root")
 @pytest.mark.skipif(shutil.which("useradd") is None, reason="useradd (passwd package) missing")
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o7777
+
+
 def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
     r = tmp_path / "root"
     args = [
@@ -137,10 +141,18 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
     for d in ("", "numba-cache", "keys", "models"):
         assert (state / d).stat().st_uid == uid
     key = state / "keys/panel.key"
-    assert (
-        key.stat().st_mode & 0o077 == 0
-        and (state / "keys/metrics.token").stat().st_mode & 0o077 == 0
+    # the panel's own user, in the daemon's group: its files in keys/ are group-readable (and
+    # keys/ only traversable), the database group-writable, the folder sticky
+    panel = next(
+        x for x in (r / "etc/passwd").read_text().splitlines() if x.startswith("appliance-panel:")
     )
+    assert panel.split(":")[3] == line.split(":")[3] and panel.split(":")[2] != str(uid)
+    assert mode(state) == 0o1770 and mode(state / "keys") == 0o710
+    assert mode(key) == 0o640 and mode(state / "keys/metrics.token") == 0o640
+    assert mode(state / "keys/mqtt.password") == 0o600  # the local broker's: the daemon's alone
+    assert mode(state / "appliance.db") == 0o660 and (state / "appliance.db").stat().st_uid == uid
+    assert mode(r / "var/lib/appliance-panel") == 0o700
+    assert (r / "var/lib/appliance-panel").stat().st_uid == int(panel.split(":")[2])
     if shutil.which("openssl"):
         san = subprocess.run(
             [
@@ -174,13 +186,18 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
     # --root never starts services: each systemctl/udevadm step is reported as skipped
     assert "systemd is not running" in log and "skipping" in log
 
-    # idempotent: a second run keeps the admin's config and the certificate
+    # idempotent: a second run keeps the admin's config and the certificate; a daemon key made
+    # readable by an old umask is the daemon's alone again
+    pseudonym = state / "keys/pseudonym.key"
+    pseudonym.write_bytes(b"k" * 32)
+    pseudonym.chmod(0o644)
     conf.write_text(conf.read_text().replace('id = "pi4-box-01"', 'id = "edited-box"'))
     cert = (state / "keys/panel.crt").read_bytes()
     again = _run(*args)
     assert again.returncode == 0, again.stderr
     assert 'id = "edited-box"' in conf.read_text()
     assert (state / "keys/panel.crt").read_bytes() == cert
+    assert mode(pseudonym) == 0o600 and mode(key) == 0o640
     assert passwd.count("appliance:") == (r / "etc/passwd").read_text().count("appliance:")
 
     # uninstall keeps data and config; --purge removes them and the user
@@ -197,3 +214,4 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
     assert purge.returncode == 0, purge.stderr
     assert not state.exists() and not (r / "etc/appliance").exists()
     assert "appliance:" not in (r / "etc/passwd").read_text()
+    assert "appliance-panel:" not in (r / "etc/passwd").read_text()

@@ -199,3 +199,37 @@ def test_health_alarm_when_transcripts_are_suspended(tmp_path):
     assert "disk_low" in json.loads(row[0])["alarms"]
     mon.close()
     store.close()
+
+
+def test_panel_rows_commands_and_stale_settings_are_purged(tmp_path):
+    from appliance.panel import users
+    from appliance.store import commands, settings
+    from appliance.store.connection import immediate
+
+    db_path = tmp_path / "p.db"
+    db = users.open_db(db_path)
+    old, new = NOW - 200 * DAY, NOW - 1 * DAY
+    for at in (old, new):
+        users.audit(db, "login_ok", "sup")
+        db.execute(
+            "UPDATE panel_audit SET at = ? WHERE id = (SELECT MAX(id) FROM panel_audit)", [at]
+        )
+        cid, _ = commands.enqueue(db, {"position": "pos-1", "action": "start"}, user="sup")
+        db.execute("UPDATE commands SET at = ? WHERE id = ?", [at, cid])
+    with immediate(db):
+        settings.put(db, settings.segment_key("vip"), "{}", now=NOW - 400 * DAY)
+        settings.put(db, settings.segment_key("gold"), "{}", now=new)
+        settings.put(db, "cmd:pos-1", "{}", now=new)  # an older version's per-command key
+        settings.put(db, settings.HEALTH, "{}", now=old)  # the daemon's: kept however old
+        db.execute("INSERT INTO panel_sessions VALUES ('a', 1, ?, ?, '')", [NOW - 8 * DAY] * 2)
+        db.execute("INSERT INTO panel_sessions VALUES ('b', 1, ?, ?, '')", [new, new])
+    db.conn.close()
+    counts = purge(db_path, RetentionConfig(audit_days=180.0), now=NOW)
+    assert counts["panel_audit"] == 1 and counts["commands"] == 1
+    assert counts["settings"] == 2 and counts["panel_sessions"] == 1
+    assert _count(db_path, "panel_audit") == 1 and _count(db_path, "commands") == 1
+    keys = {k for (k,) in connect(db_path, readonly=True).execute("SELECT key FROM settings")}
+    assert keys == {"segment:gold", "health", "outbox.last_seq"}
+    # a database the panel never opened has no panel_audit table: nothing to purge, no error
+    Store(tmp_path / "bare.db").close()
+    assert "panel_audit" not in purge(tmp_path / "bare.db", RetentionConfig(), now=NOW)

@@ -101,12 +101,43 @@ def test_daemon_unit_is_notify_with_watchdog_and_sound_access():
     assert s["StateDirectory"] == "appliance"
 
 
-def test_panel_unit_serves_tls_with_gunicorn():
+def test_panel_unit_runs_as_its_own_user_with_host_and_port_from_the_config(tmp_path):
     s = _unit(UNITS / "appliance-panel.service")["Service"]
     cmd = s["ExecStart"]
-    assert "gunicorn" in cmd and "--certfile" in cmd and "--keyfile" in cmd
-    assert "-b 0.0.0.0:8443" in cmd and "'appliance.panel.wsgi:app'" in cmd
-    assert "APPLIANCE_CONFIG=/etc/appliance/appliance.toml" in s["Environment"]
+    assert "gunicorn -c python:appliance.panel.gunicorn_conf" in cmd
+    assert "'appliance.panel.wsgi:app'" in cmd and " -b " not in cmd and "0.0.0.0" not in cmd
+    env = " ".join(_values(UNITS / "appliance-panel.service", "Environment"))
+    assert "APPLIANCE_CONFIG=/etc/appliance/appliance.toml" in env
+    assert "APPLIANCE_PANEL_SECRET_FILE=/var/lib/appliance-panel/" in env
+    # not the daemon's user; never StateDirectory=appliance (systemd would chown it to the panel)
+    assert s["User"] == "appliance-panel" and s["Group"] == "appliance"
+    assert s["StateDirectory"] == "appliance-panel" and s["ReadWritePaths"] == "/var/lib/appliance"
+    for unit in ("appliance.service", "appliance-retention.service"):
+        assert _unit(UNITS / unit)["Service"]["StateDirectoryMode"] == "1770"
+    # what gunicorn makes of the unit's command line with a config: bind, TLS, threads
+    from appliance.panel.tls import make_self_signed
+
+    make_self_signed(tmp_path / "c.pem", tmp_path / "k.pem")
+    conf = tmp_path / "a.toml"
+    conf.write_text(
+        f'[paths]\ndb = "{tmp_path}/a.db"\n[panel]\nhost = "10.9.8.7"\nport = 9443\n'
+        'cert_file = "c.pem"\nkey_file = "k.pem"\nmax_streams = 20\n'
+    )
+    import os
+    import sys
+
+    args = cmd.split("gunicorn", 1)[1].replace("'", "").split()
+    out = subprocess.run(
+        [sys.executable, "-m", "gunicorn", *args[:-1], "--print-config", args[-1]],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "APPLIANCE_CONFIG": str(conf)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = dict(re.findall(r"^(\w+)\s+= (.*)$", out.stdout, flags=re.M))
+    assert printed["bind"] == "['10.9.8.7:9443']" and printed["threads"] == "28"
+    assert printed["certfile"] == str(tmp_path / "c.pem") and printed["workers"] == "1"
+    assert printed["worker_class"] == "gthread"
+    assert printed["logger_class"] == "appliance.panel.serving.RedactingLogger"
 
 
 def test_retention_timer_starts_the_retention_service():

@@ -161,7 +161,7 @@ class PositionWorker:
             self.commands.put(cmd, timeout=SUBMIT_WAIT_S)
         except queue.Full:
             raise RuntimeError(
-                f"position {self.pos.id} takes no commands ({COMMAND_QUEUE} waiting)"
+                f"position {self.pos.id} takes no commands ({self.commands.maxsize} waiting)"
             ) from None
 
     @property
@@ -331,7 +331,7 @@ class PositionWorker:
             try:
                 self._command(cmd)
             except Exception:
-                log.exception("position %s: command %s failed", self.pos.id, cmd)
+                log.exception("position %s: %s command failed", self.pos.id, cmd.get("action"))
 
     def _command(self, cmd: dict) -> None:
         action = cmd.get("action", "update")
@@ -353,6 +353,11 @@ class PositionWorker:
         elif action == "end":
             self._end_call("end command")
             self.pending_meta = None
+        elif action in ("pause", "resume"):
+            if self.call is None:
+                log.warning("position %s: %s with no call in progress", self.pos.id, action)
+            else:
+                self.pipeline.pause_transcription(self.call, action == "pause")
 
     def _meta_for_call(self, cmd: dict) -> CallMeta:
         m = self.call.meta

@@ -54,6 +54,7 @@ from appliance.pipeline.orchestrator import Pipeline
 from appliance.publish.commands import CommandRouter, PanelCommandReader
 from appliance.store import settings
 from appliance.store.connection import connect
+from appliance.store.overrides import effective_config
 from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ class Daemon:
 
     def start(self) -> None:
         """The boot order: models, store, publisher, pipeline, health, commands, capture."""
+        # an admin's [retention]/[mqtt] overrides from the panel apply from this start on
+        self.cfg = effective_config(self.cfg, self.db_path)
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_S)
         self.notifier.status("loading models")
@@ -180,7 +183,8 @@ class Daemon:
         self.health = HealthMonitor(self, self.store)
         if self.opts.metrics and self.opts.metrics != "off":
             try:
-                self.metrics_server = start_metrics_server(self.opts.metrics, self.health)
+                token = self._metrics_token()
+                self.metrics_server = start_metrics_server(self.opts.metrics, self.health, token)
             except OSError as exc:  # a busy port must not keep the calls from being analysed
                 log.error("metrics endpoint %s not started: %s", self.opts.metrics, exc)
         timing = self.opts.timing()
@@ -201,6 +205,18 @@ class Daemon:
             self.cfg.mqtt.url or "off",
         )
         self.notifier.ready(f"capturing {len(self.workers)} position(s)")
+
+    def _metrics_token(self) -> str | None:
+        """The metrics bearer token ([daemon] metrics_token_file); an unreadable or empty file
+        raises OSError (the endpoint then stays off rather than open)."""
+        name = self.cfg.daemon.metrics_token_file
+        if not name:
+            return None
+        path = self.cfg.resolve(name)
+        token = path.read_text().strip()
+        if not token:
+            raise OSError(f"{path} is empty")
+        return token
 
     def dispatch(self, cmd: dict, via: str = "mqtt") -> None:
         """Apply a call command as if it came from `via` (raises CommandRejected)."""

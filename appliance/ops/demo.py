@@ -81,12 +81,13 @@ def serve_panel(db_path: Path, port: int) -> tuple[object, str]:
     from werkzeug.serving import make_server
 
     from appliance.panel import create_app
+    from appliance.panel.serving import RedactingRequestHandler as handler
 
     app = create_app({"DB_PATH": str(db_path), "DEMO": True})
     try:
-        server = make_server("127.0.0.1", port, app, threaded=True)
+        server = make_server("127.0.0.1", port, app, threaded=True, request_handler=handler)
     except OSError:  # port taken (another demo, a dev server): any free port will do for a demo
-        server = make_server("127.0.0.1", 0, app, threaded=True)
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=handler)
     threading.Thread(target=server.serve_forever, name="panel", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_port}/"
 

@@ -1,12 +1,18 @@
 """The Prometheus text endpoint of the daemon (default 127.0.0.1:9108): the last health snapshot
-in exposition format 0.0.4. The panel's authenticated /metrics is separate."""
+in exposition format 0.0.4. The panel's authenticated /metrics is separate.
+
+With a token (`[daemon] metrics_token_file`) every request needs `Authorization: Bearer TOKEN`;
+without one the endpoint belongs on loopback, and binding it elsewhere logs a warning."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from appliance.config import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +149,16 @@ class _Handler(BaseHTTPRequestHandler):
     monitor: Any
 
     def do_GET(self) -> None:  # noqa: N802 (http.server API)
+        token = self.server.token  # type: ignore[attr-defined]
+        if token is not None:
+            auth = self.headers.get("Authorization", "")
+            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+            if not given or not hmac.compare_digest(given.encode(), token.encode()):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="appliance-metrics"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
         if self.path.split("?")[0] not in ("/metrics", "/"):
             self.send_error(404)
             return
@@ -157,12 +173,23 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("metrics: " + format, *args)
 
 
-def start_metrics_server(address: str, monitor: Any) -> ThreadingHTTPServer:
-    """Serve `monitor.last` as Prometheus text on `host:port` (meant for 127.0.0.1)."""
+def start_metrics_server(
+    address: str, monitor: Any, token: str | None = None
+) -> ThreadingHTTPServer:
+    """Serve `monitor.last` as Prometheus text on `host:port`; with `token`, only to requests
+    bearing it. Off loopback without a token: served, with a warning in the log."""
     host, _, port = address.rpartition(":")
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _Handler)
+    host = host.strip("[]") or "127.0.0.1"
+    if not is_loopback(host) and not token:
+        log.warning(
+            "metrics endpoint on %s without a token: anyone who reaches it reads the box's "
+            "health; keep it on 127.0.0.1 or set daemon.metrics_token_file",
+            host,
+        )
+    server = ThreadingHTTPServer((host, int(port)), _Handler)
     server.daemon_threads = True
     server.monitor = monitor  # type: ignore[attr-defined]
+    server.token = token or None  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     log.info("metrics on http://%s:%s/metrics", *server.server_address[:2])
     return server

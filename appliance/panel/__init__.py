@@ -9,6 +9,10 @@ Config keys (`create_app(test_config)`):
   APP_CONFIG        an appliance.config.AppConfig (rules, retention, MQTT views)
   LOGIN_RATE_LIMIT  failed logins allowed per client (default "10 per minute")
   SSE_POLL_S, SSE_MAX_S  how often the event stream polls the database, how long one stream lives
+  SSE_KEEPALIVE_S   seconds between keep-alives (a gone client is noticed at the second one)
+  SESSION_IDLE_S, SESSION_MAX_S  idle timeout and absolute lifetime of a session ([panel])
+  STREAMS_PER_USER, MAX_STREAMS  live streams per user (429 above) and in all ([panel])
+  CALL_COMMANDS     who may start/end calls: "supervisor", "admin" or "off" ([panel])
 """
 
 from __future__ import annotations
@@ -25,6 +29,20 @@ from appliance.panel.users import ensure_demo_user
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 
 __all__ = ["WEB_DIR", "create_app", "ensure_demo_user", "get_db", "close_db"]
+
+
+def _panel_section(app_cfg) -> dict:
+    """App settings from the config's [panel] section (its defaults without a config)."""
+    from appliance.config import PanelConfig
+
+    p = app_cfg.panel if app_cfg is not None else PanelConfig()
+    return {
+        "SESSION_IDLE_S": p.session_idle_minutes * 60.0,
+        "SESSION_MAX_S": p.session_max_hours * 3600.0,
+        "STREAMS_PER_USER": p.streams_per_user,
+        "MAX_STREAMS": p.max_streams,
+        "CALL_COMMANDS": p.call_commands,
+    }
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -45,14 +63,18 @@ def create_app(test_config: dict | None = None) -> Flask:
         LOGIN_RATE_LIMIT="10 per minute",
         SSE_POLL_S=0.3,
         SSE_MAX_S=300.0,
+        SSE_KEEPALIVE_S=2.0,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        SESSION_REFRESH_EACH_REQUEST=False,  # the cookie's expiry is the session's absolute end
         WTF_CSRF_TIME_LIMIT=None,  # valid as long as the session: a Live page stays open all shift
         MAX_CONTENT_LENGTH=64 * 1024,
     )
     if test_config:
         app.config.update(test_config)
+    for key, value in _panel_section(app.config.get("APP_CONFIG")).items():
+        app.config.setdefault(key, value)  # explicit test_config values win
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=app.config["SESSION_MAX_S"])
     tls = bool(app.config["TLS"])
     app.config["SESSION_COOKIE_SECURE"] = tls
     app.config.setdefault("SESSION_COOKIE_NAME", "session")

@@ -1,31 +1,40 @@
 """Settings (admin role): users, alert rules (view), retention and MQTT settings, audit log.
 
-Retention and MQTT changes are validated with the appliance's own config validator, stored as JSON
+Retention and MQTT changes are validated by `appliance.store.overrides` (the config's own
+validator plus finite numbers, no credentials in URLs, TLS off loopback), stored as JSON
 overrides in the `settings` table (keys `retention`, `mqtt`) and recorded in the audit log.
-The daemon applies them at its next start (documented in docs/panel.md).
+The daemon applies them at its next start, `appliance retention` at its next run; the page says
+which is the case (docs/panel.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
-from appliance.config import AppConfig, ConfigError, config_from_dict
+from appliance.config import AppConfig, ConfigError
 from appliance.panel import db as pdb
-from appliance.panel import queries, users
+from appliance.panel import users
 from appliance.panel.security import admin_required
+from appliance.store import overrides
+from appliance.store import settings as kv
 
 bp = Blueprint("admin", __name__, url_prefix="/settings")
 
-RETENTION_FIELDS = (
-    "transcripts_days",
-    "scores_days",
-    "outbox_sent_days",
-    "alerts_days",
-    "min_free_mb",
-)
-MQTT_FIELDS = ("url", "prefix", "keepalive", "pseudonymise_customers")
+RETENTION_FIELDS = overrides.FIELDS["retention"]
+MQTT_FIELDS = overrides.FIELDS["mqtt"]
 
 
 @bp.before_request
@@ -40,8 +49,22 @@ def _app_cfg() -> AppConfig:
 
 def effective(section: str, fields: tuple[str, ...]) -> dict:
     base = dataclasses.asdict(getattr(_app_cfg(), section))
-    override = queries.get_override(pdb.get_db(), section) or {}
+    found = overrides.read(pdb.get_db(), section)
+    override = found[0] if found else {}
     return {k: override.get(k, base[k]) for k in fields}
+
+
+def override_state(section: str) -> str:
+    """Whether the daemon runs with the saved override yet (from its health snapshot)."""
+    found = overrides.read(pdb.get_db(), section)
+    if not found:
+        return "No override: the config file's values apply."
+    snap = kv.get_json(pdb.get_db(), kv.HEALTH) or {}
+    started = snap["ts"] - snap["uptime_s"] if "ts" in snap and "uptime_s" in snap else None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(found[1]))
+    if started is not None and found[1] < started:
+        return f"Override saved {when}: the running daemon applies it."
+    return f"Override saved {when}: the daemon applies it at its next start."
 
 
 def rules() -> list[dict]:
@@ -60,6 +83,7 @@ def index():
         rules=rules(),
         retention=effective("retention", RETENTION_FIELDS),
         mqtt=effective("mqtt", MQTT_FIELDS),
+        override_state={k: override_state(k) for k in overrides.FIELDS},
         audit=users.recent_audit(db, 100),
         roles=users.ROLES,
     )
@@ -90,8 +114,39 @@ def add_user():
     return redirect(url_for("admin.index"))
 
 
+USER_ACTIONS = {
+    "disable": (users.disable_user, "disabled; their sessions ended"),
+    "enable": (users.enable_user, "enabled"),
+    "delete": (users.delete_user, "deleted; their sessions ended"),
+    "password": (
+        lambda db, name: users.set_password(db, name, request.form.get("password") or ""),
+        "has a new password; their sessions ended",
+    ),
+}
+
+
+@bp.post("/users/<name>/<action>")
+def user_action(name: str, action: str):
+    """Disable, enable, delete a user or set its password (the same functions as the CLI)."""
+    if action not in USER_ACTIONS:
+        abort(404)
+    db = pdb.get_db()
+    fn, done = USER_ACTIONS[action]
+    try:
+        fn(db, name)
+    except users.UserError as exc:
+        detail = {"name": name[:64], "error": str(exc)}
+        users.audit(db, f"user_{action}", g.user["name"], ok=False, ip=request.remote_addr,
+                    detail=detail)  # fmt: skip
+        flash(f"User {name[:64]} not changed: {exc}", "error")
+        return redirect(url_for("admin.index"))
+    users.audit(db, f"user_{action}", g.user["name"], ip=request.remote_addr, detail={"name": name})
+    flash(f"User {name} {done}.", "ok")
+    return redirect(url_for("admin.index"))
+
+
 def _parse(section: str, fields: tuple[str, ...]) -> dict:
-    """Form values -> validated dict, via the appliance's config validator (names the bad key)."""
+    """Form values -> validated override (`overrides.validate` names the bad key)."""
     base = dataclasses.asdict(getattr(AppConfig(), section))
     out: dict = {}
     for k in fields:
@@ -104,11 +159,10 @@ def _parse(section: str, fields: tuple[str, ...]) -> dict:
             try:
                 out[k] = int(raw) if isinstance(default, int) else float(raw)
             except ValueError:
-                raise ConfigError(f"{section}.{k}", f"must be a number, got {raw!r}") from None
+                raise ConfigError(f"{section}.{k}", f"must be a number, got {raw[:40]!r}") from None
         else:
             out[k] = raw
-    config_from_dict({section: out})
-    return out
+    return overrides.validate(section, out)
 
 
 def _save(section: str, fields: tuple[str, ...], label: str):
@@ -128,7 +182,7 @@ def _save(section: str, fields: tuple[str, ...], label: str):
         flash(f"{label} not saved: {exc}", "error")
         return redirect(url_for("admin.index"))
     changes = {k: [before.get(k), v] for k, v in value.items() if before.get(k) != v}
-    queries.put_override(db, section, value)
+    overrides.save(db, section, value)
     users.audit(
         db,
         "setting_change",
@@ -136,11 +190,14 @@ def _save(section: str, fields: tuple[str, ...], label: str):
         ip=request.remote_addr,
         detail={"key": section, "changes": changes},
     )
-    flash(
-        f"{label} saved ({len(changes)} change(s)); the daemon applies them at its next start.",
-        "ok",
-    )
+    flash(f"{label} saved ({len(changes)} change(s)). {NEXT_RUN[section]}", "ok")
     return redirect(url_for("admin.index"))
+
+
+NEXT_RUN = {
+    "retention": "The daemon applies them at its next start, the retention purge at its next run.",
+    "mqtt": "The daemon applies them at its next start.",
+}
 
 
 @bp.post("/retention")

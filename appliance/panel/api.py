@@ -5,16 +5,25 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    request,
+    session,
+    stream_with_context,
+)
 
 from appliance.panel import db as pdb
-from appliance.panel import queries, users
-from appliance.panel.views import configured_positions
+from appliance.panel import live_stream, queries, sessions, users
+from appliance.panel.views import configured_positions, may_command_calls
 from appliance.store import commands as command_rows
-from appliance.store.connection import connect
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -168,6 +177,10 @@ def position_call(position: str):
     and applies through the same path as an MQTT command (`appliance.publish.commands`)."""
     from appliance.publish import contract
 
+    if not may_command_calls():
+        return _err(403, "this role may not start or end calls (panel.call_commands)")
+    if position not in configured_positions():
+        return _err(404, "not a configured position")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return _err(400, "JSON object expected")
@@ -195,42 +208,38 @@ def health():
 
 @bp.get("/stream")
 def stream():
-    """Server-sent events: a `live` event with the Live snapshot whenever scores or alerts change.
-
-    Polls the database every SSE_POLL_S (0.3 s): `PRAGMA data_version` tells cheaply whether any
-    other connection committed, the change signature whether it concerns the Live page. One
-    stream lives SSE_MAX_S, then the browser's EventSource reconnects (frees server threads).
-    """
+    """Server-sent events for the Live page (`appliance.panel.live_stream`): 429 when the user
+    (or the panel) has as many streams open as allowed."""
     cfg = current_app.config
-    db_path, poll, max_s = cfg["DB_PATH"], float(cfg["SSE_POLL_S"]), float(cfg["SSE_MAX_S"])
-    positions = configured_positions()
+    slots = current_app.extensions.setdefault("panel_streams", live_stream.StreamSlots())
+    uid = g.user["id"]
+    refused = slots.acquire(uid, int(cfg["STREAMS_PER_USER"]), int(cfg["MAX_STREAMS"]))
+    if refused:
+        resp = jsonify(error=f"too many live streams: {refused}")
+        resp.status_code = 429
+        resp.headers["Retry-After"] = "10"
+        return resp
+    released = threading.Event()
 
-    def events():
-        db = connect(db_path)
-        try:
-            last_sig = None
-            last_ver = None
-            last_beat = t0 = time.monotonic()
-            yield "retry: 2000\n\n"
-            while time.monotonic() - t0 < max_s:
-                ver = queries.data_version(db)
-                if ver != last_ver:
-                    last_ver = ver
-                    sig = queries.change_signature(db)
-                    if sig != last_sig:
-                        last_sig = sig
-                        data = json.dumps(
-                            queries.live_snapshot(db, positions), separators=(",", ":")
-                        )
-                        yield f"event: live\nid: {sig[0]}\ndata: {data}\n\n"
-                        last_beat = time.monotonic()
-                if time.monotonic() - last_beat > 15:
-                    yield ": keep-alive\n\n"
-                    last_beat = time.monotonic()
-                time.sleep(poll)
-        finally:
-            db.conn.close()
+    def release() -> None:
+        if not released.is_set():
+            released.set()
+            slots.release(uid)
 
-    resp = Response(stream_with_context(events()), mimetype="text/event-stream")
+    try:
+        gen = live_stream.events(
+            cfg["DB_PATH"],
+            configured_positions(),
+            session.get(sessions.SID),
+            float(cfg["SSE_POLL_S"]),
+            float(cfg["SSE_MAX_S"]),
+            float(cfg["SSE_KEEPALIVE_S"]),
+            sessions.limits(),
+        )
+        resp = Response(stream_with_context(gen), mimetype="text/event-stream")
+    except BaseException:
+        release()
+        raise
+    resp.call_on_close(release)  # the WSGI server closes the response when the client is gone
     resp.headers["X-Accel-Buffering"] = "no"
     return resp

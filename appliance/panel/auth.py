@@ -1,11 +1,14 @@
-"""Login and logout (public endpoints). Failed and successful logins go to the audit log."""
+"""Login and logout (public endpoints). Failed and successful logins go to the audit log.
+
+Logout ends the session on the server (`appliance.panel.sessions`); with `everywhere` every
+session of the user."""
 
 from __future__ import annotations
 
-from flask import Blueprint, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 
 from appliance.panel import db as pdb
-from appliance.panel import users
+from appliance.panel import sessions, users
 from appliance.panel.security import safe_local_path
 
 bp = Blueprint("auth", __name__)
@@ -30,10 +33,7 @@ def login():
         return render_template(
             "login.html", error="Wrong user name or password.", username=name[:64]
         ), 401
-    session.clear()  # no session fixation: a fresh session (and CSRF token) after login
-    session.permanent = True
-    session["uid"] = user["id"]
-    session["role"] = user["role"]
+    sessions.start(db, user["id"], request.remote_addr)  # fresh session and CSRF token
     users.audit(db, "login_ok", user["name"], ip=request.remote_addr, detail={"role": user["role"]})
     return redirect(_safe_next(request.args.get("next")))
 
@@ -45,7 +45,10 @@ def logout():
             return redirect(url_for("auth.login"))
         return render_template("logout.html")
     user = g.get("user")
+    db = pdb.get_db()
+    everywhere = request.form.get("everywhere") in ("1", "on", "true")
+    ended = sessions.end(db, everywhere=everywhere)
     if user:
-        users.audit(pdb.get_db(), "logout", user["name"], ip=request.remote_addr)
-    session.clear()
+        detail = {"sessions_ended": ended}
+        users.audit(db, "logout", user["name"], ip=request.remote_addr, detail=detail)
     return redirect(url_for("auth.login"))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 from pathlib import Path
+
+from appliance.config import is_loopback
 
 EXIT_BAD_INPUT = 2
 PUBLIC_METHODS_HIDDEN = {"HEAD", "OPTIONS"}
@@ -17,15 +18,6 @@ def route_lines(app) -> list[str]:
         methods = sorted(m for m in (rule.methods or ()) if m not in PUBLIC_METHODS_HIDDEN)
         lines.append(f"{','.join(methods)} {rule.rule}")
     return sorted(lines, key=lambda s: (s.split(" ", 1)[1], s))
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def web_main(args) -> int:
@@ -75,35 +67,29 @@ def web_main(args) -> int:
             if not Path(f).exists():
                 print(f"error: {f}: no such file", file=sys.stderr)
                 return EXIT_BAD_INPUT
-    elif not _is_loopback(host):
+    elif not is_loopback(host):
         print(
             f"warning: serving the panel on {host} without TLS: passwords and session cookies travel in clear",
             file=sys.stderr,
         )
 
     app = create_app({"DB_PATH": db, "TLS": not args.no_tls, "APP_CONFIG": cfg})
-    serve(app, host, port, certfile, keyfile)
+    serve(app, host, port, certfile, keyfile, app.config["MAX_STREAMS"])
     return 0
 
 
-def serve(app, host: str, port: int, certfile: str | None, keyfile: str | None) -> None:
-    """gunicorn, one worker with threads (the login limiter and SSE streams live in one process)."""
+def serve(
+    app, host: str, port: int, certfile: str | None, keyfile: str | None, max_streams: int = 16
+) -> None:
+    """gunicorn with the options the systemd unit uses too (`serving.gunicorn_options`)."""
     from gunicorn.app.base import BaseApplication
+
+    from appliance.panel.serving import gunicorn_options
+
+    opts = gunicorn_options(host, port, certfile, keyfile, max_streams)
 
     class _Panel(BaseApplication):
         def load_config(self):
-            opts = {
-                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-                "workers": 1,
-                "worker_class": "gthread",
-                "threads": 16,
-                "timeout": 60,
-                "graceful_timeout": 5,
-                "accesslog": "-",
-                "forwarded_allow_ips": "",
-            }
-            if certfile:
-                opts.update(certfile=certfile, keyfile=keyfile)
             for k, v in opts.items():
                 self.cfg.set(k, v)
 
@@ -116,8 +102,11 @@ def serve(app, host: str, port: int, certfile: str | None, keyfile: str | None) 
 def user_main(args) -> int:
     from appliance.panel import users
 
-    if getattr(args, "user_cmd", "add") != "add":
-        print(f"error: unknown user command {args.user_cmd!r}", file=sys.stderr)
+    cmd = getattr(args, "user_cmd", "add")
+    if cmd in USER_ADMIN:
+        return user_admin(args)
+    if cmd != "add":
+        print(f"error: unknown user command {cmd!r}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not getattr(args, "password_stdin", False):
         print("error: pass the password on stdin with --password-stdin", file=sys.stderr)
@@ -138,4 +127,55 @@ def user_main(args) -> int:
     finally:
         db.conn.close()
     print(f"user {args.name} ({args.role}) added to {args.db}")
+    return 0
+
+
+USER_ADMIN = ("list", "disable", "enable", "delete", "passwd")
+
+
+def user_admin(args) -> int:
+    """`appliance user list|disable|enable|delete|passwd`: each change is in the audit log and
+    ends the user's sessions where the panel's admins' buttons would (the same functions)."""
+    import json
+    import time
+
+    from appliance.panel import users
+
+    cmd = args.user_cmd
+    password = None
+    if cmd == "passwd":
+        password = sys.stdin.readline().rstrip("\r\n")
+        try:
+            users.validate_password(password)
+        except users.UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    db = users.open_db(args.db)
+    try:
+        if cmd == "list":
+            rows = users.list_users(db)
+            if args.json:
+                print(json.dumps(rows, indent=1))
+            for r in [] if args.json else rows:
+                state = "disabled" if r["disabled"] else "enabled"
+                seen = r["last_login_at"]
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(seen)) if seen else "never"
+                print(f"{r['name']:24s} {r['role']:10s} {state:8s} last login {when}")
+            return 0
+        action = {
+            "disable": users.disable_user,
+            "enable": users.enable_user,
+            "delete": users.delete_user,
+            "passwd": lambda d, n: users.set_password(d, n, password),
+        }[cmd]
+        try:
+            action(db, args.name)
+        except users.UserError as exc:
+            users.audit(db, f"user_{cmd}", "cli", ok=False, detail={"name": args.name[:64]})
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        users.audit(db, f"user_{cmd}", "cli", detail={"name": args.name})
+    finally:
+        db.conn.close()
+    print(f"user {args.name}: {cmd} done")
     return 0

@@ -16,7 +16,6 @@ import sqlite_utils
 
 from appliance.store import alerts as alert_rows
 from appliance.store import outbox, settings
-from appliance.store.connection import immediate
 
 LIVE_STALE_S = 1800.0
 """A call still marked live without any new utterance for this long counts as idle (daemon gone)."""
@@ -317,7 +316,8 @@ def call_detail(db: sqlite_utils.Database, call_id: str) -> dict | None:
     call = _call_row(dict(zip(cols, r, strict=True)))
     utts = []
     for u in db.query(
-        "SELECT u.*, t.text AS text FROM utterances u LEFT JOIN transcripts t ON t.utterance_id = u.id"
+        "SELECT u.*, t.text AS text, t.withheld AS withheld FROM utterances u"
+        " LEFT JOIN transcripts t ON t.utterance_id = u.id"
         " WHERE u.call_id = ? ORDER BY u.start, u.idx",
         [call_id],
     ):
@@ -339,6 +339,7 @@ def call_detail(db: sqlite_utils.Database, call_id: str) -> dict | None:
                 "wpm": u["wpm"],
                 "key_phrases": _loads(u["key_phrases"], []),
                 "text": u["text"],
+                "withheld": bool(u["withheld"]),
             }
         )
     alerts = [
@@ -492,16 +493,6 @@ def health(db: sqlite_utils.Database) -> dict:
 def data_version(db: sqlite_utils.Database) -> int:
     """Changes when another connection committed (cheap: no table is read)."""
     return int(db.execute("PRAGMA data_version").fetchone()[0])
-
-
-def get_override(db: sqlite_utils.Database, section: str) -> Any:
-    """An admin's override of a config section (None when there is none)."""
-    return settings.get_json(db, settings.override_key(section))
-
-
-def put_override(db: sqlite_utils.Database, section: str, value: Any) -> None:
-    with immediate(db):
-        settings.put_json(db, settings.override_key(section), value)
 
 
 def flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -29,7 +29,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from appliance.panel import db as pdb
-from appliance.panel import users
+from appliance.panel import sessions
 
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.logout", "ops.healthz", "ops.metrics", "static"})
 """Endpoints reachable without a session (/metrics checks its own bearer token)."""
@@ -101,19 +101,17 @@ def current_user() -> dict | None:
 
 
 def load_user() -> None:
+    """The session's user from the server-side session table (role as stored now)."""
     g.user = None
-    uid = session.get("uid")
-    if uid is None or current_app.config.get("DB_PATH") is None:
+    if not session or current_app.config.get("DB_PATH") is None:
         return
-    user = users.get_user(pdb.get_db(), uid)
-    if user is None or session.get("role") != user["role"]:
-        session.clear()  # deleted, disabled or role changed: log in again
-        return
-    g.user = user
+    g.user = sessions.user_for_request(pdb.get_db())
 
 
 def require_login():
     """before_request: every endpoint except the public ones needs a logged-in user."""
+    if request.endpoint == "static":
+        return None
     load_user()
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None

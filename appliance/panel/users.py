@@ -36,6 +36,14 @@ class UserExists(UserError):
     """The user name is taken."""
 
 
+class NoSuchUser(UserError):
+    """No user has this name."""
+
+
+class LastAdmin(UserError):
+    """The change would leave no enabled admin."""
+
+
 open_db = user_rows.open_db
 recent_audit = user_rows.recent_audit
 
@@ -45,10 +53,7 @@ def validate(name: str, role: str, password: str) -> None:
         raise UserError("user name: 1-64 letters, digits or . _ @ -")
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < MIN_PASSWORD:
-        raise UserError(f"password must have at least {MIN_PASSWORD} characters")
-    if len(password) > MAX_PASSWORD:
-        raise UserError(f"password must have at most {MAX_PASSWORD} characters")
+    validate_password(password)
 
 
 def add_user(db: sqlite_utils.Database, name: str, role: str, password: str) -> int:
@@ -58,8 +63,42 @@ def add_user(db: sqlite_utils.Database, name: str, role: str, password: str) -> 
     return user_rows.insert(db, name, role, _hasher.hash(password))
 
 
+def validate_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise UserError(f"password must have at least {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD:
+        raise UserError(f"password must have at most {MAX_PASSWORD} characters")
+
+
 def set_password(db: sqlite_utils.Database, name: str, password: str) -> None:
-    user_rows.set_password_hash(db, name, _hasher.hash(password))
+    """A new password; every session of the user ends."""
+    validate_password(password)
+    if not user_rows.set_password_hash(db, name, _hasher.hash(password)):
+        raise NoSuchUser(f"no user {name!r}")
+
+
+def _keep_an_admin(db: sqlite_utils.Database, name: str) -> None:
+    if user_rows.enabled_admins(db) == [name]:
+        raise LastAdmin(f"{name!r} is the only enabled admin: add or enable another admin first")
+
+
+def disable_user(db: sqlite_utils.Database, name: str) -> None:
+    """Disable a user; its sessions end at once (also an open Live stream)."""
+    _keep_an_admin(db, name)
+    if not user_rows.set_disabled(db, name, True):
+        raise NoSuchUser(f"no user {name!r}")
+
+
+def enable_user(db: sqlite_utils.Database, name: str) -> None:
+    if not user_rows.set_disabled(db, name, False):
+        raise NoSuchUser(f"no user {name!r}")
+
+
+def delete_user(db: sqlite_utils.Database, name: str) -> None:
+    """Delete a user and its sessions; the audit log keeps its name."""
+    _keep_an_admin(db, name)
+    if not user_rows.delete(db, name):
+        raise NoSuchUser(f"no user {name!r}")
 
 
 def authenticate(db: sqlite_utils.Database, name: str, password: str) -> dict | None:

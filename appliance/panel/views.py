@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from appliance.panel import db as pdb
 from appliance.panel import queries, users
 from appliance.panel.security import safe_local_path
+from appliance.store import commands as command_rows
 
 bp = Blueprint("views", __name__)
 
@@ -21,6 +24,19 @@ def configured_positions() -> list[str]:
     return [p.id for p in app_cfg.positions] if app_cfg is not None else []
 
 
+def may_command_calls() -> bool:
+    """Whether this user may start and end calls ([panel] call_commands; admins whenever it is
+    not off). Only at configured positions: the daemon serves no others."""
+    who = current_app.config.get("CALL_COMMANDS", "supervisor")
+    role = g.user["role"] if g.get("user") else None
+    return role is not None and (who == "supervisor" or (who == "admin" and role == "admin"))
+
+
+def command_positions() -> list[str]:
+    """Positions this user may start and end calls at."""
+    return configured_positions() if may_command_calls() else []
+
+
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     try:
         return min(max(int(request.args.get(name, default)), lo), hi)
@@ -31,7 +47,7 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
 @bp.get("/")
 def live():
     snap = queries.live_snapshot(pdb.get_db(), configured_positions())
-    return render_template("live.html", snap=snap, page="live")
+    return render_template("live.html", snap=snap, page="live", commands=command_positions())
 
 
 @bp.get("/calls")
@@ -73,6 +89,28 @@ def call_detail(call_id: str):
     if call is None:
         abort(404)
     return render_template("call.html", call=call, m=call["metrics"], page="calls")
+
+
+@bp.post("/calls/<call_id>/transcription")
+def transcription(call_id: str):
+    """Pause or resume the transcription of a live call (both speakers), e.g. while the
+    customer pays: queued like any call command and applied by the daemon. Any signed-in user
+    may do it: it only ever stores less."""
+    db = pdb.get_db()
+    call = queries.call_detail(db, call_id)
+    action = request.form.get("action")
+    if call is None or call["state"] != "live" or action not in ("pause", "resume"):
+        abort(404 if call is None else 400)
+    cmd = {"position": call["position"], "action": action, "msg_id": f"panel-{time.time_ns()}"}
+    command_rows.enqueue(db, cmd, source="panel", user=g.user["name"])
+    users.audit(
+        db,
+        f"transcription_{action}",
+        g.user["name"],
+        ip=request.remote_addr,
+        detail={"call": call_id},
+    )
+    return redirect(url_for("views.call_detail", call_id=call_id))
 
 
 @bp.get("/customers")

@@ -1,4 +1,5 @@
-"""gunicorn entry: `gunicorn 'appliance.panel.wsgi:app'` (one worker, gthread, TLS via --certfile/--keyfile).
+"""gunicorn entry: `gunicorn -c python:appliance.panel.gunicorn_conf 'appliance.panel.wsgi:app'`
+(the systemd unit: one worker, gthread, host, port, TLS and threads from the config's [panel]).
 
 Environment:
   APPLIANCE_CONFIG   appliance config (TOML): database path, positions, rules, metrics token file

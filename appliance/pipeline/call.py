@@ -9,6 +9,7 @@ from typing import Any
 from appliance.scoring.call import CallScorer
 from appliance.scoring.rules import RuleEngine
 from appliance.segment.vad import Segmenter
+from appliance.stt.call_redaction import CallRedaction
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,14 @@ class CallSession:
     emotion_states: dict[str, Any]
     scorer: CallScorer
     rules: RuleEngine
+    redaction: CallRedaction
+    """Redaction with the call's context and the pause of transcription (writer thread only)."""
     next_index: int = 0
+    held: dict[int, tuple] = field(default_factory=dict)
+    """Utterances the redaction context holds: index -> (Utterance, EmotionResult | None)."""
+    watermark: float = 0.0
+    """Call time before which no utterance can still arrive (set by the capture thread): the
+    audio position, or the start of an utterance the VAD is still cutting."""
     results: list[dict] = field(default_factory=list)
     """What `appliance analyze --json` prints per utterance (text included: never published)."""
     alerts: list[dict] = field(default_factory=list)

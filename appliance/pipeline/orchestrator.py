@@ -38,6 +38,7 @@ from appliance.segment.vad import Segmenter
 from appliance.store.connection import StorageError
 from appliance.store.writer import Store
 from appliance.stt.base import Transcriber
+from appliance.stt.call_redaction import CallRedaction, Released
 from appliance.stt.engines import default_stt_workers
 from appliance.types import EmotionResult, Speaker, Transcript, Utterance
 
@@ -155,6 +156,7 @@ class Pipeline:
             rules=RuleEngine(
                 self.cfg.rules or None, meta.call_type, self.cfg.alerts.budget_per_call
             ),
+            redaction=CallRedaction(self.cfg.redaction),
         )
         self.calls[call.id] = call
         self._put(("open", call))
@@ -165,6 +167,9 @@ class Pipeline:
         for speaker, chunk in chunks.items():
             for seg in call.segmenters[speaker].push(chunk):
                 self._submit(call, speaker, seg.start, seg.end, seg.audio)
+        segs = call.segmenters.values()
+        opened = [s.open_since for s in segs if s.open_since is not None]
+        call.watermark = min([max(s.position for s in segs), *opened])
 
     def close_call(self, call: CallSession) -> None:
         """End of call: flush the segmenters and queue the summary after the last utterance."""
@@ -176,6 +181,12 @@ class Pipeline:
     def update_meta(self, call: CallSession, meta: CallMeta) -> None:
         """CTI metadata arriving after the call started (customer reference, type, segment)."""
         self._put(("meta", call, meta), force=True)
+
+    def pause_transcription(self, call: CallSession, paused: bool) -> None:
+        """Stop (or restart) storing the call's transcripts from its current audio position,
+        both speakers (a `pause`/`resume` command, e.g. while the customer pays)."""
+        at = max(s.position for s in call.segmenters.values())
+        self._put(("pause", call, paused, at), force=True)
 
     def wait(self, call: CallSession, timeout: float | None = None) -> bool:
         return call.done.wait(timeout)
@@ -261,18 +272,21 @@ class Pipeline:
     # -- writer ------------------------------------------------------------------------
 
     def _write_loop(self) -> None:
-        """Commit utterances as their stages finish, in order per call and speaker.
+        """Commit utterances as their stages finish, in order per call.
 
-        One slow decode must not hold back the scores of other calls (or of the other speaker of
-        the same call): jobs wait in a FIFO per (call, speaker) and whichever head is ready is
-        written. A call's summary is written once all its utterances are."""
-        pending: dict[tuple[str, str], deque] = {}
+        One slow decode must not hold back the scores of other calls: jobs wait in a FIFO per
+        call and whichever call's head is ready is written. Within a call, utterances reach the
+        redaction context in the order the VAD closed them (both speakers: a prompt before its
+        answer), which may hold some until a digit sequence closes. A call's summary is written
+        once all its utterances are."""
+        pending: dict[str, deque] = {}
         ends: dict[str, tuple] = {}
         stopping = False
         while True:
             if not stopping and self._pending_n < self.jobs.maxsize:
+                busy = pending or ends or any(c.held for c in self.calls.values())
                 try:
-                    job = self.jobs.get(timeout=WRITER_POLL_S if (pending or ends) else None)
+                    job = self.jobs.get(timeout=WRITER_POLL_S if busy else None)
                 except queue.Empty:
                     job = ()
                 if job is None:
@@ -288,7 +302,7 @@ class Pipeline:
     def _route(self, job: tuple, pending: dict, ends: dict) -> None:
         kind = job[0]
         if kind == "utt":
-            pending.setdefault((job[1].id, job[2].speaker), deque()).append(job)
+            pending.setdefault(job[1].id, deque()).append(job)
             self._pending_n += 1
         elif kind == "end":
             ends[job[1].id] = job
@@ -308,8 +322,13 @@ class Pipeline:
                     progress = True
                     if not dq:
                         del pending[key]
+        for call in list(self.calls.values()):
+            if call.held:
+                first = pending.get(call.id)
+                watermark = min(call.watermark, first[0][2].start) if first else call.watermark
+                self._run_job(("expire", call, watermark))
         for call_id in list(ends):
-            if not any(k[0] == call_id for k in pending):
+            if call_id not in pending:
                 self._run_job(ends.pop(call_id))
 
     def _run_job(self, job: tuple) -> None:
@@ -322,7 +341,14 @@ class Pipeline:
             elif kind == "meta":
                 job[1].meta = job[2]
                 self.writer.write_call(job[1])
+            elif kind == "expire":
+                self._release(job[1], job[1].redaction.expire(job[2]))
+            elif kind == "pause":
+                _, call, paused, at = job
+                (call.redaction.pause if paused else call.redaction.resume)(at)
+                self.writer.write_call(call)
             elif kind == "end":
+                self._release(job[1], job[1].redaction.close())
                 self.writer.end_call(job[1])
                 job[1].done.set()
                 self.calls.pop(job[1].id, None)
@@ -355,8 +381,17 @@ class Pipeline:
     ) -> None:
         emotion: EmotionResult | None = self._result(emo, "emotion")
         transcript: Transcript | None = self._result(stt, "stt")
-        self.writer.write_utterance(call, utt, emotion, transcript)
-        self._count_commit(utt)
+        call.held[utt.index] = (utt, emotion)
+        self._release(
+            call, call.redaction.add(utt.index, utt.speaker, utt.start, utt.end, transcript)
+        )
+
+    def _release(self, call: CallSession, released: list[Released]) -> None:
+        """Write what the redaction context lets go, in its order, with its final transcript."""
+        for r in released:
+            utt, emotion = call.held.pop(r.index)
+            self.writer.write_utterance(call, utt, emotion, r.transcript, withheld=r.paused)
+            self._count_commit(utt)
 
     def _count_commit(self, utt: Utterance) -> None:
         st = self.stats

@@ -75,8 +75,11 @@ def utterance_row(s: UtteranceScores, call_id: str, now: float) -> dict:
     }
 
 
-def transcript_row(transcript: Transcript, call_id: str, now: float) -> dict:
-    """A row of `transcripts` (already redacted by the STT stage); the store adds utterance_id."""
+def transcript_row(
+    transcript: Transcript, call_id: str, now: float, withheld: bool = False
+) -> dict:
+    """A row of `transcripts` (already redacted by the STT stage and the call's context); the
+    store adds utterance_id. `withheld`: transcription was paused, the text is empty."""
     words = [{"w": w.text, "s": round(w.start, 2), "e": round(w.end, 2)} for w in transcript.words]
     return {
         "call_id": call_id,
@@ -84,6 +87,7 @@ def transcript_row(transcript: Transcript, call_id: str, now: float) -> dict:
         "words": json.dumps(words),
         "engine": transcript.engine,
         "created_at": now,
+        "withheld": int(withheld),
     }
 
 
@@ -176,8 +180,10 @@ def call_records(
     trajectory: list[dict],
     alerts: int,
     ended_at: float | None,
+    transcription: dict | None = None,
 ) -> tuple[dict, dict]:
-    """Row of `calls` and the `call` message body, live or ended."""
+    """Row of `calls` and the `call` message body, live or ended. `transcription` (paused,
+    held: the redaction context's state) is shown on the panel, never published."""
     summary = {**summary, "alerts": alerts}
     row = {
         "id": call.call_id,
@@ -190,7 +196,9 @@ def call_records(
         "started_at": call.started_at,
         "ended_at": ended_at,
         "duration": summary["duration"],
-        "metrics": json.dumps({**summary, "trajectory": trajectory}),
+        "metrics": json.dumps(
+            {**summary, "trajectory": trajectory, "transcription": transcription or {}}
+        ),
         "alerts": alerts,
     }
     body = {

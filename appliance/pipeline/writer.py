@@ -101,8 +101,12 @@ class CallWriter:
         utt: Utterance,
         emotion: EmotionResult | None,
         transcript: Transcript | None,
+        withheld: bool = False,
     ) -> None:
-        """Score one utterance, evaluate the rules and commit it with its messages."""
+        """Score one utterance, evaluate the rules and commit it with its messages.
+
+        `transcript` is the final one the call's redaction context released; `withheld` says
+        transcription was paused (its text is empty, its scores are not)."""
         s = self.score(call, utt, emotion, transcript)
         alerts: list[Any] = []
         if utt.speaker == "customer":
@@ -124,7 +128,7 @@ class CallWriter:
         keep_text = transcript is not None and self.cfg.policy.store_transcripts
         self.store.write_utterance(
             records.utterance_row(s, call.id, now),
-            records.transcript_row(transcript, call.id, now) if keep_text else None,
+            records.transcript_row(transcript, call.id, now, withheld) if keep_text else None,
             messages,
             upserts={"calls": [call_row], "alerts": alert_rows},
         )
@@ -158,6 +162,7 @@ class CallWriter:
             call.scorer.trajectory(),
             len(call.alerts),
             ended_at,
+            transcription=call.redaction.state().as_dict(),
         )
         return row, self._message("call", body)
 
@@ -206,6 +211,7 @@ class CallWriter:
         for r in calls:
             metrics = dict(r["metrics"])
             trajectory = metrics.pop("trajectory", [])
+            transcription = metrics.pop("transcription", None)  # the row's, never published
             alerts = int(r["alerts"] or metrics.pop("alerts", 0) or 0)
             metrics.pop("alerts", None)
             summary = metrics or CallScorer(call_type=r["call_type"] or "support").summary()
@@ -224,7 +230,7 @@ class CallWriter:
             )
             try:
                 row, body = records.call_records(
-                    facts, ABORTED, summary, trajectory, alerts, ended_at
+                    facts, ABORTED, summary, trajectory, alerts, ended_at, transcription
                 )
                 self.store.write(upserts={"calls": [row]}, messages=[self._message("call", body)])
             except (contract.ContractError, KeyError, TypeError, ValueError) as exc:

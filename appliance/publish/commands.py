@@ -81,7 +81,10 @@ class CommandRouter:
         target = self.deliver.get(cmd["position"])
         if target is None:
             self._reject(f"unknown position {cmd['position']!r}", source)
-        target({**cmd, "_via": source})
+        try:
+            target({**cmd, "_via": source})
+        except RuntimeError as exc:  # the position takes no commands (its queue stays full)
+            self._reject(str(exc), source)
         self.applied += 1
         return cmd
 

@@ -79,7 +79,21 @@ def check_payload(kind: str, payload: dict) -> None:
     if errors:
         e = errors[0]
         where = ".".join(str(p) for p in e.path) or "(root)"
-        raise ContractError(f"{kind}.{where}: {e.message[:200]}")
+        raise ContractError(f"{kind}.{where}: {_reason(e)}"[:300])
+
+
+def _reason(e: Any) -> str:
+    """Why a value failed, without the value: it may be a customer reference, and reasons are
+    logged (the system log is no place for customer references)."""
+    if e.validator in ("required", "additionalProperties"):
+        return e.message[:200]  # these name properties, never values
+    if e.validator in ("enum", "const"):
+        return f"must be one of {json.dumps(e.validator_value)[:200]}"
+    if e.validator == "type":
+        return f"must be of type {e.validator_value}"
+    if e.validator == "pattern":
+        return f"does not match {e.validator_value}"
+    return f"fails {e.validator} {json.dumps(e.validator_value)[:80]}"
 
 
 def new_message(kind: str, box_id: str, body: dict, ts: float | None = None) -> dict:

@@ -59,6 +59,11 @@ class Segmenter:
         return self._active
 
     @property
+    def open_since(self) -> float | None:
+        """Start (s) of the utterance being cut, None while no utterance is open."""
+        return self._start_frame * FRAME_S if self._active else None
+
+    @property
     def position(self) -> float:
         """Seconds of audio consumed."""
         return self._frame_no * FRAME_S

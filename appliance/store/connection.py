@@ -8,8 +8,10 @@ takes the write lock up front instead of failing on upgrade when another connect
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from collections import deque
@@ -55,6 +57,7 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite_utils.Database:
             )
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _create_shared(path)
             conn = sqlite3.connect(
                 str(path), check_same_thread=False, timeout=10, isolation_level=None
             )
@@ -68,6 +71,22 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite_utils.Database:
             conn.close()
         raise storage_error(path, "cannot open the database", exc) from exc
     return sqlite_utils.Database(conn)
+
+
+def _create_shared(path: Path) -> None:
+    """A new database in a group-writable folder (the box's /var/lib/appliance, shared by the
+    daemon and the panel, two users of one group) is created group-writable; SQLite gives its
+    -wal and -shm files the database's mode. Elsewhere the umask decides, as usual."""
+    try:
+        if path.exists() or not path.parent.stat().st_mode & stat.S_IWGRP:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:  # exists (another process won) or not ours to create: connect decides
+        return
+    try:
+        os.fchmod(fd, 0o660)
+    finally:
+        os.close(fd)
 
 
 def migrate(db: sqlite_utils.Database) -> None:

@@ -31,12 +31,19 @@ class WriterLock:
 
     def __init__(self, db_path: str | Path):
         self.path = Path(f"{db_path}.writers")
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.sole = False
+        # read-only is enough for flock: a lock file another user created (root running
+        # `analyze` on the box's database) stays usable by the daemon's user
+        try:
+            self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o664)
+        except OSError as exc:
+            log.warning("%s: %s; calls left open by a crash are not closed", self.path, exc)
+            self._fd = None
+            return
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.sole = True
         except BlockingIOError:
-            self.sole = False
             fcntl.flock(self._fd, fcntl.LOCK_SH)
 
     def share(self) -> None:

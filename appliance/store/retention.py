@@ -8,6 +8,11 @@
   events         older than retention.alerts_days
   outbox         only rows the broker acknowledged (`sent_at` set) more than
                  retention.outbox_sent_days ago; an unsent row is never deleted
+  panel_audit    older than retention.audit_days
+  commands       the panel's call commands, queued more than retention.audit_days ago
+  settings       `segment:*` state not updated within retention.scores_days, and keys this
+                 version no longer writes (`cmd:*` of older versions)
+  panel_sessions past the longest session lifetime (the panel also drops them at each login)
 
 Deletes run in small batches, each its own `BEGIN IMMEDIATE` transaction, so the daemon (the
 usual single writer) waits at most one batch (busy_timeout is 10 s). No VACUUM: freed pages are
@@ -21,13 +26,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.store import outbox
+from appliance.store import outbox, settings
 from appliance.store.connection import connect, immediate, migrate
 
 log = logging.getLogger(__name__)
 
 DAY = 86400.0
 BATCH = 2000
+LEGACY_COMMAND_KEYS = "cmd:%"
+"""Settings keys older versions wrote per call command; nothing reads them any more."""
+SESSION_MAX_S = 168 * 3600.0
+"""The longest session lifetime the config allows (panel.session_max_hours)."""
 
 
 def _cutoff(now: float, days: float) -> float:
@@ -115,12 +124,38 @@ def purge(db_path: str | Path, retention_cfg: Any, now: float | None = None) -> 
             [_cutoff(now, r.outbox_sent_days)],
             ["DELETE FROM outbox WHERE seq IN ({marks}) AND sent_at IS NOT NULL"],
         )
+        counts.update(_purge_panel(db, now, r))
         db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         db.execute("PRAGMA optimize")
         log.info("retention purge: %s", counts)
         return counts
     finally:
         db.conn.close()
+
+
+def _purge_panel(db, now: float, r: Any) -> dict[str, int]:
+    """The panel's audit log and command rows, stale settings rows and dead sessions."""
+    audit_cut = _cutoff(now, r.audit_days)
+    counts = {"commands": _batched(
+        db, "SELECT id FROM commands WHERE at < ?", [audit_cut],
+        ["DELETE FROM commands WHERE id IN ({marks})"],
+    )}  # fmt: skip
+    if db["panel_audit"].exists():  # created by the panel's migrations, maybe never run here
+        counts["panel_audit"] = _batched(
+            db, "SELECT id FROM panel_audit WHERE at < ?", [audit_cut],
+            ["DELETE FROM panel_audit WHERE id IN ({marks})"],
+        )  # fmt: skip
+    counts["settings"] = _batched(
+        db,
+        "SELECT key FROM settings WHERE (key LIKE ? AND updated_at < ?) OR key LIKE ?",
+        [settings.SEGMENT_PREFIX + "%", _cutoff(now, r.scores_days), LEGACY_COMMAND_KEYS],
+        ["DELETE FROM settings WHERE key IN ({marks})"],
+    )
+    counts["panel_sessions"] = _batched(
+        db, "SELECT id FROM panel_sessions WHERE created_at < ?", [now - SESSION_MAX_S],
+        ["DELETE FROM panel_sessions WHERE id IN ({marks})"],
+    )  # fmt: skip
+    return counts
 
 
 def _remember_last_seq(db) -> None:

@@ -151,3 +151,20 @@ def m002_commands(db: sqlite_utils.Database) -> None:
     )
     db["commands"].create_index(["state", "id"])
     db["commands"].create_index(["at"])
+
+
+@migrations()
+def m004a_panel_sessions(db: sqlite_utils.Database) -> None:
+    # Panel sessions, server side: the cookie carries a random token, this table its SHA-256.
+    # Deleting a row ends the session at its next request (logout, disable, delete, password).
+    db["panel_sessions"].create(
+        {"id": str, "user_id": int, "created_at": float, "last_seen_at": float, "ip": str},
+        pk="id",
+    )
+    db["panel_sessions"].create_index(["user_id"])
+
+
+@migrations()
+def m006_transcripts_withheld(db: sqlite_utils.Database) -> None:
+    # 1 when transcription was paused for the utterance (payment): its text was never stored
+    db["transcripts"].add_column("withheld", int)

@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
+from appliance.store import sessions
 from appliance.store.connection import connect, immediate
 from appliance.store.connection import migrate as migrate_appliance
 
@@ -77,12 +78,50 @@ def insert(db: sqlite_utils.Database, name: str, role: str, password_hash: str) 
         return int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
 
 
-def set_password_hash(db: sqlite_utils.Database, name: str, password_hash: str) -> None:
+def set_password_hash(db: sqlite_utils.Database, name: str, password_hash: str) -> bool:
+    """New password; the user's sessions end in the same transaction. False: no such user."""
     with immediate(db):
-        db.execute(
+        cur = db.conn.execute(
             "UPDATE panel_users SET password_hash = ?, updated_at = ? WHERE name = ?",
             [password_hash, time.time(), name],
         )
+        _end_sessions(db, name)
+    return cur.rowcount == 1
+
+
+def set_disabled(db: sqlite_utils.Database, name: str, disabled: bool) -> bool:
+    """Disable (ending the user's sessions at once) or enable a user. False: no such user."""
+    with immediate(db):
+        cur = db.conn.execute(
+            "UPDATE panel_users SET disabled = ?, updated_at = ? WHERE name = ?",
+            [int(disabled), time.time(), name],
+        )
+        if disabled:
+            _end_sessions(db, name)
+    return cur.rowcount == 1
+
+
+def delete(db: sqlite_utils.Database, name: str) -> bool:
+    """Delete a user and its sessions (audit lines keep the name). False: no such user."""
+    with immediate(db):
+        _end_sessions(db, name)
+        cur = db.conn.execute("DELETE FROM panel_users WHERE name = ?", [name])
+    return cur.rowcount == 1
+
+
+def _end_sessions(db: sqlite_utils.Database, name: str) -> None:
+    row = db.execute("SELECT id FROM panel_users WHERE name = ?", [name]).fetchone()
+    if row is not None:
+        sessions.end_user_sessions(db, row[0])
+
+
+def enabled_admins(db: sqlite_utils.Database) -> list[str]:
+    return [
+        r[0]
+        for r in db.execute(
+            "SELECT name FROM panel_users WHERE role = 'admin' AND NOT disabled ORDER BY name"
+        )
+    ]
 
 
 def credentials(db: sqlite_utils.Database, name: str) -> tuple | None:

@@ -251,3 +251,13 @@ class Collector:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def cti_client(port: int, client_id: str = "cti-test"):
+    """A plain MQTT client on the loopback broker, connected and looping: the CTI's side."""
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c

@@ -8,6 +8,8 @@
   const summary = document.getElementById("live-summary");
   const empty = document.getElementById("no-positions");
   const lastSeen = {};
+  // positions this user may start/end calls at (configured ones, when the role allows it)
+  const commandable = JSON.parse(grid.dataset.commands || "[]");
   let updates = 0;
 
   function setStatus(cls, text) {
@@ -96,19 +98,23 @@
       link.href = "/calls/" + encodeURIComponent(p.call.id);
       c.append(link);
     }
+    if (commandable.indexOf(p.position) >= 0) c.append(commandButton(p.position, on));
+    if (lastSeen[p.position] !== undefined && lastSeen[p.position] !== p.last_activity) c.classList.add("flash");
+    lastSeen[p.position] = p.last_activity;
+    return c;
+  }
+
+  function commandButton(position, on) {
     const cmd = P.el("button", "small call-cmd", on ? "End call" : "Start call");
     cmd.type = "button";
     cmd.title = on ? "End the call at this position" : "Open a call at this position now";
     cmd.addEventListener("click", function () {
       cmd.disabled = true;
-      P.postJSON("/api/positions/" + encodeURIComponent(p.position) + "/call", { action: on ? "end" : "start" })
+      P.postJSON("/api/positions/" + encodeURIComponent(position) + "/call", { action: on ? "end" : "start" })
         .then(function () { cmd.textContent = "Sent"; })
         .catch(function () { cmd.disabled = false; });
     });
-    c.append(cmd);
-    if (lastSeen[p.position] !== undefined && lastSeen[p.position] !== p.last_activity) c.classList.add("flash");
-    lastSeen[p.position] = p.last_activity;
-    return c;
+    return cmd;
   }
 
   function render(snap) {
@@ -135,5 +141,7 @@
   const es = new EventSource("/api/stream");
   es.addEventListener("live", function (e) { render(JSON.parse(e.data)); });
   es.addEventListener("open", function () { setStatus("connected", "live"); });
+  // the session ended on the server (logout elsewhere, user disabled, timeout): sign in again
+  es.addEventListener("logout", function () { es.close(); window.location.assign("/login"); });
   es.addEventListener("error", function () { setStatus("error", "reconnecting…"); });
 })();

@@ -102,5 +102,11 @@
       .then(function (r) { if (!r.ok) throw new Error(url + ": " + r.status); return r.json(); });
   }
 
+  // Forms that destroy something ask first (data-confirm: no inline handler under the CSP).
+  document.addEventListener("submit", function (e) {
+    const msg = e.target.getAttribute && e.target.getAttribute("data-confirm");
+    if (msg && !window.confirm(msg)) e.preventDefault();
+  });
+
   window.Panel = { csrf, sclass, signed, dur, ago, clock, el, svgEl, spark, ack, getJSON, postJSON };
 })();

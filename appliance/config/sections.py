@@ -1,24 +1,14 @@
-"""Validated appliance configuration (TOML).
-
-Every section is a frozen dataclass; every field carries a `help` text in its metadata, which
-`appliance check-config --describe` prints and the README documents. Loading walks the TOML
-tree against the dataclasses, so an unknown key, a wrong type or a value out of range is
-reported with its full dotted key (`positions[1].channels.customer: must be >= 0`).
-"""
+"""The configuration: one frozen dataclass per TOML section, every field with its help text and
+constraints (choices, min, max, pattern, nonempty, path, maxlen, items, min_items) in its
+metadata, which loading checks and `appliance check-config --describe` prints."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
-
-from appliance.validate import ConfigError, build, read_toml
-
-__all__ = ["AppConfig", "ConfigError", "config_from_dict", "load_config"]
 
 
 def _f(default: Any, help: str, **constraints: Any) -> Any:
@@ -160,6 +150,36 @@ class SttConfig:
 
 
 @dataclass(frozen=True)
+class RedactionConfig:
+    hold_timeout_s: float = _f(
+        6.0,
+        "Call-time seconds without a new digit utterance that close a digit sequence the customer reads over several utterances (callers pause 0.5-3 s between groups); held rows wait at most this long after the last one.",
+        min=1.0,
+        max=60.0,
+    )
+    arm_s: float = _f(
+        60.0,
+        "How long an agent's prompt for sensitive data (card number, expiry, security code, date of birth, ...) arms the call for the customer's answer, and how long an automatic pause waits for it.",
+        min=5.0,
+        max=600.0,
+    )
+    follow_s: float = _f(
+        20.0,
+        "How long after a sensitive answer the call stays armed for its follow-ups (expiry and security code after a card number).",
+        min=0.0,
+        max=600.0,
+    )
+    auto_pause: bool = _f(
+        True,
+        "Pause transcription (both speakers) when the agent asks for payment data, until the answer closes.",
+    )
+    auto_pause_kinds: list[str] = _f(
+        ["card", "expiry", "cvv"],
+        "Prompt kinds that pause transcription automatically (card, expiry, cvv, dob, id, iban, account, pin).",
+    )
+
+
+@dataclass(frozen=True)
 class EmotionConfig:
     model: str = _f(
         "",
@@ -283,6 +303,9 @@ class RetentionConfig:
         "Below this much free disk, transcripts stop being stored (scores and outbox go on).",
         min=0.0,
     )
+    audit_days: float = _f(
+        180.0, "Days the panel's audit log and the call command rows are kept.", min=1.0
+    )
 
 
 @dataclass(frozen=True)
@@ -292,6 +315,21 @@ class PanelConfig:
     cert_file: str = _f("", "TLS certificate of the panel.", path=True)
     key_file: str = _f("", "TLS key of the panel.", path=True)
     metrics_token_file: str = _f("", "File holding the bearer token for /metrics.", path=True)
+    session_idle_minutes: float = _f(
+        30.0, "A session unused this long ends (an open Live page keeps it in use).", min=1.0
+    )
+    session_max_hours: float = _f(
+        12.0, "A session ends this long after its login, in use or not.", min=0.1, max=168.0
+    )
+    streams_per_user: int = _f(4, "Live streams one user may hold open (429 above).", min=1)
+    max_streams: int = _f(
+        16, "Live streams served at once; pages have threads of their own.", min=1, max=256
+    )
+    call_commands: str = _f(
+        "supervisor",
+        "Who may start and end calls at configured positions: supervisor (and admin), admin, off.",
+        choices=("supervisor", "admin", "off"),
+    )
 
 
 @dataclass(frozen=True)
@@ -317,6 +355,11 @@ class DaemonConfig:
         "127.0.0.1:9108",
         "host:port of the Prometheus text endpoint (localhost only by default); off disables it.",
     )
+    metrics_token_file: str = _f(
+        "",
+        "File with a bearer token the metrics endpoint requires (warned about off loopback).",
+        path=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -336,6 +379,9 @@ class AppConfig:
     mqtt: MqttConfig = _f(MqttConfig(), "Publishing of derived scores.")
     policy: PolicyConfig = _f(PolicyConfig(), "Legal and privacy policy switches.")
     stt: SttConfig = _f(SttConfig(), "Speech to text.")
+    redaction: RedactionConfig = _f(
+        RedactionConfig(), "Redaction with the call's context, and pause of transcription."
+    )
     emotion: EmotionConfig = _f(EmotionConfig(), "Emotion model.")
     vad: VadConfig = _f(VadConfig(), "Voice activity detection.")
     positions: list[PositionConfig] = _f(
@@ -371,128 +417,3 @@ class AppConfig:
 
 
 # -- loading ------------------------------------------------------------------------------
-
-
-def _cross_checks(cfg: AppConfig) -> None:
-    ids = [p.id for p in cfg.positions]
-    for i, pid in enumerate(ids):
-        if pid in ids[:i]:
-            raise ConfigError(f"positions[{i}].id", f"duplicate position id {pid!r}")
-    for i, pos in enumerate(cfg.positions):
-        if not pos.customer_device and pos.channels.agent == pos.channels.customer:
-            raise ConfigError(
-                f"positions[{i}].channels.customer",
-                "agent and customer must be different channels of one device",
-            )
-    names = [r.name for r in cfg.rules]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ConfigError(f"rules[{i}].name", f"duplicate rule name {name!r}")
-    url = cfg.mqtt.url
-    if url and not url.startswith(("mqtt://", "mqtts://")):
-        raise ConfigError("mqtt.url", f"must start with mqtt:// or mqtts://, got {url!r}")
-    if url:
-        _check_url(url)
-    for i, p in enumerate(cfg.emotion.providers):
-        if not p.endswith("ExecutionProvider"):
-            raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
-    _check_listen("daemon.metrics_listen", cfg.daemon.metrics_listen)
-
-
-def _check_url(url: str) -> None:
-    try:
-        u = urlparse(url)
-        port = u.port
-    except ValueError as exc:  # a port out of range or not a number
-        raise ConfigError("mqtt.url", f"{exc} in {url!r}") from None
-    if not u.hostname:
-        raise ConfigError("mqtt.url", f"no host in {url!r}")
-    if port == 0 or u.path not in ("", "/") or u.query or u.fragment:
-        raise ConfigError("mqtt.url", f"expected mqtt[s]://host[:port] (port 1-65535), got {url!r}")
-
-
-def _check_listen(key: str, value: str) -> None:
-    """`off`, or host:port with port 0-65535 (0: any free port); [v6]:port too."""
-    if value == "off":
-        return
-    host, sep, port = value.rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(key, f"must be host:port (port 0-65535) or off, got {value!r}")
-
-
-def config_from_dict(data: dict, base_dir: str | Path = "") -> AppConfig:
-    """Validate a parsed TOML document. Raises ConfigError naming the failing key."""
-    cfg = build(AppConfig, data, "")
-    cfg = dataclasses.replace(cfg, base_dir=str(base_dir))
-    _cross_checks(cfg)
-    return cfg
-
-
-def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a TOML config file; any failure is a ConfigError with the reason."""
-    path = Path(path)
-    data = read_toml(path)
-    return config_from_dict(data, base_dir=path.resolve().parent)
-
-
-def referenced_files(cfg: AppConfig) -> list[tuple[str, Path]]:
-    """Files a config points to, as (dotted key, path), for check-config's existence warnings."""
-    out: list[tuple[str, Path]] = []
-    pairs = [
-        ("mqtt.password_file", cfg.mqtt.password_file),
-        ("mqtt.ca_file", cfg.mqtt.ca_file),
-        ("mqtt.cert_file", cfg.mqtt.cert_file),
-        ("mqtt.key_file", cfg.mqtt.key_file),
-        ("stt.vosk_model", cfg.stt.vosk_model),
-        ("stt.whisper_model", cfg.stt.whisper_model),
-        ("emotion.model", cfg.emotion.model),
-        ("panel.cert_file", cfg.panel.cert_file),
-        ("panel.key_file", cfg.panel.key_file),
-        ("panel.metrics_token_file", cfg.panel.metrics_token_file),
-    ]
-    for key, value in pairs:
-        if value:
-            out.append((key, cfg.resolve(value)))
-    return out
-
-
-def describe(cls: type = AppConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every field: the documentation of the config."""
-    rows: list[tuple[str, str, str]] = []
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("internal"):
-            continue
-        tp = hints[f.name]
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
-            rows.append((key, "", f.metadata.get("help", "")))
-            rows.extend(describe(tp, key + "."))
-            continue
-        if typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
-            rows.append((key + "[]", "", f.metadata.get("help", "")))
-            rows.extend(describe(typing.get_args(tp)[0], key + "[]."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        rows.append((key, repr(default), f.metadata.get("help", "")))
-    return rows
-
-
-def config_reference(markdown: bool = False) -> str:
-    """The config reference: `check-config --describe [--markdown]`; docs/config.md is this output."""
-    rows = describe()
-    if not markdown:
-        return "".join(f"{k:40s} {d:24s} {h}\n" for k, d, h in rows)
-    lines = [
-        "# Configuration reference",
-        "",
-        "Generated by `appliance check-config --describe --markdown`; a test keeps it in sync with the code.",
-        "Sections are TOML tables; `positions` and `rules` are arrays of tables (`[[positions]]`).",
-        "",
-        "| key | default | description |",
-        "|---|---|---|",
-    ]
-    for k, d, h in rows:
-        lines.append(f"| `{k}` | {('`' + d + '`') if d else ''} | {h.replace('|', '/')} |")
-    return "\n".join(lines) + "\n"

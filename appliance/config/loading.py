@@ -1,46 +1,30 @@
-"""The walker that validates a parsed TOML document against nested frozen dataclasses.
-
-`config.py` declares the sections and their constraints (in each field's metadata: `choices`,
-`min`, `max`, `pattern`, `nonempty`, `path`, `maxlen`, `items`, `min_items`); this module holds
-what is generic: reading the file, walking the tree, checking each value. Every failure is a
-`ConfigError` naming the dotted key (or `(file)` / `(syntax)`) and the reason, whatever the input:
-a file in another encoding, nested a thousand levels deep or megabytes long, NaN and infinity,
-control characters, numbers too large for a float.
-"""
+"""Loading a TOML config: walk the document against the dataclasses, check every value and
+the cross-section rules; a `ConfigError` names the failing key, or `(file)` / `(syntax)` and the
+reason, whatever the input: a file in another encoding, nested a thousand levels deep or
+megabytes long, NaN and infinity, control characters, numbers too large for a float."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import math
 import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from pathlib import Path
 from typing import Any
+
+from appliance.config.errors import ConfigError, show
+from appliance.config.sections import AppConfig
 
 MAX_FILE_BYTES = 1 << 20
 """A config file larger than this is refused (a real one is a few kB)."""
 MAX_STRING = 1024
 """Longest string value unless a field says otherwise (`maxlen`)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A value as an error message shows it: repr, control characters escaped, shortened."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. `key` is the dotted path of the offending key."""
-
-    def __init__(self, key: str, reason: str):
-        key = show(key, 200)[1:-1] if _CONTROL.search(key) or len(key) > 200 else key
-        super().__init__(f"{key}: {reason}".replace("\n", " "))
-        self.key = key
-        self.reason = reason
 
 
 def read_toml(path: str | Path) -> dict:
@@ -86,13 +70,13 @@ def _check_str(key: str, value: str, meta: dict) -> None:
                 raise ConfigError(key, f"path component longer than 255 bytes: {show(part)}")
 
 
-def check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
+def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return check_scalar(key, value, args[0], meta)
+        return _check_scalar(key, value, args[0], meta)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"must be true or false, got {show(value)}")
@@ -125,8 +109,7 @@ def check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
     return value
 
 
-def build(cls: type, data: Any, prefix: str) -> Any:
-    """An instance of dataclass `cls` from a TOML table; ConfigError on the first bad key."""
+def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(
             prefix.rstrip(".") or "(root)", f"must be a table, got {type(data).__name__}"
@@ -144,13 +127,13 @@ def build(cls: type, data: Any, prefix: str) -> Any:
         if name not in data:
             continue
         key = f"{prefix}{name}"
-        kwargs[name] = value_of(key, data[name], hints[name], dict(f.metadata))
+        kwargs[name] = _value(key, data[name], hints[name], dict(f.metadata))
     return cls(**kwargs)
 
 
-def value_of(key: str, value: Any, tp: Any, meta: dict) -> Any:
+def _value(key: str, value: Any, tp: Any, meta: dict) -> Any:
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, key + ".")
+        return _build(tp, value, key + ".")
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -158,7 +141,94 @@ def value_of(key: str, value: Any, tp: Any, meta: dict) -> Any:
         if len(value) < meta.get("min_items", 0):
             raise ConfigError(key, f"needs at least {meta['min_items']} item(s)")
         if dataclasses.is_dataclass(item_tp):
-            return [build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
+            return [_build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
         items = meta.get("items", {})
-        return [check_scalar(f"{key}[{i}]", v, item_tp, items) for i, v in enumerate(value)]
-    return check_scalar(key, value, tp, meta)
+        return [_check_scalar(f"{key}[{i}]", v, item_tp, items) for i, v in enumerate(value)]
+    return _check_scalar(key, value, tp, meta)
+
+
+def _cross_checks(cfg: AppConfig) -> None:
+    ids = [p.id for p in cfg.positions]
+    for i, pid in enumerate(ids):
+        if pid in ids[:i]:
+            raise ConfigError(f"positions[{i}].id", f"duplicate position id {pid!r}")
+    for i, pos in enumerate(cfg.positions):
+        if not pos.customer_device and pos.channels.agent == pos.channels.customer:
+            raise ConfigError(
+                f"positions[{i}].channels.customer",
+                "agent and customer must be different channels of one device",
+            )
+    names = [r.name for r in cfg.rules]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"rules[{i}].name", f"duplicate rule name {name!r}")
+    check_broker_url("mqtt.url", cfg.mqtt.url)
+    for section in ("mqtt", "retention", "panel", "daemon"):
+        for f in dataclasses.fields(getattr(cfg, section)):
+            v = getattr(getattr(cfg, section), f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{section}.{f.name}", f"must be a finite number, got {v!r}")
+    kinds = ("card", "expiry", "cvv", "dob", "id", "iban", "account", "pin")
+    for i, k in enumerate(cfg.redaction.auto_pause_kinds):
+        if k not in kinds:
+            raise ConfigError(
+                f"redaction.auto_pause_kinds[{i}]", f"must be one of {', '.join(kinds)}; got {k!r}"
+            )
+    for i, p in enumerate(cfg.emotion.providers):
+        if not p.endswith("ExecutionProvider"):
+            raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
+    _check_listen("daemon.metrics_listen", cfg.daemon.metrics_listen)
+
+
+def _check_listen(key: str, value: str) -> None:
+    """`off`, or host:port with port 0-65535 (0: any free port); [v6]:port too."""
+    if value == "off":
+        return
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be host:port (port 0-65535) or off, got {value!r}")
+
+
+def is_loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1 (brackets allowed)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_broker_url(key: str, url: str, tls_off_loopback: bool = False) -> None:
+    """mqtt://host[:port] or mqtts://...; never credentials (they live in files) or echoed."""
+    if not url:
+        return
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts"):
+        raise ConfigError(key, "must start with mqtt:// or mqtts://")
+    if "@" in u.netloc:
+        raise ConfigError(key, "must not hold credentials: use mqtt.username and password_file")
+    try:
+        _ = u.port  # parsed on access
+    except ValueError as exc:  # "Port out of range 0-65535", "Port could not be cast ..."
+        raise ConfigError(key, f"{exc} in {url[:80]!r}") from None
+    if not u.hostname or u.path not in ("", "/") or u.query or u.fragment:
+        raise ConfigError(key, f"must be mqtt[s]://host[:port], got {url[:80]!r}")
+    if any(c.isspace() or ord(c) < 33 for c in url):
+        raise ConfigError(key, f"must not contain spaces, got {url[:80]!r}")
+    if tls_off_loopback and u.scheme != "mqtts" and not is_loopback(u.hostname):
+        raise ConfigError(key, "a broker off loopback needs TLS (mqtts://)")
+
+
+def config_from_dict(data: dict, base_dir: str | Path = "") -> AppConfig:
+    """Validate a parsed TOML document. Raises ConfigError naming the failing key."""
+    cfg = _build(AppConfig, data, "")
+    cfg = dataclasses.replace(cfg, base_dir=str(base_dir))
+    _cross_checks(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a TOML config file; any failure is a ConfigError with the reason."""
+    path = Path(path)
+    data = read_toml(path)
+    return config_from_dict(data, base_dir=path.resolve().parent)
