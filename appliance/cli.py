@@ -34,11 +34,13 @@ def _load_cfg(path: str | None):
 def cmd_demo(a: argparse.Namespace) -> int:
     from appliance.ops.demo import run_demo
 
-    result = run_demo(a.once, a.json, a.no_panel, a.mqtt, a.db, a.speed, a.port)
+    result = run_demo(
+        a.once, a.json, a.no_panel, a.mqtt, a.db, a.speed, a.port, history=not a.no_history
+    )
     print(
         json.dumps(result)
         if a.json
-        else f"calls={result['calls']} utterances={result['utterances']} published={result['published']} pending={result['pending']} db={result['db']}"
+        else f"calls={result['calls']} (earlier, seeded: {result['history']}) utterances={result['utterances']} published={result['published']} pending={result['pending']} db={result['db']}"
     )
     return 0
 
@@ -245,6 +247,57 @@ def cmd_retention(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_customer_key(a: argparse.Namespace) -> int:
+    from appliance.publish import pseudonym
+
+    try:
+        if a.key_cmd == "new":
+            key = pseudonym.new_key_file(a.file)
+            print(f"{a.file}: new site key {pseudonym.key_id(key)}")
+            return 0
+        key = pseudonym.load_key(a.key_file)
+    except pseudonym.PseudonymKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if a.key_cmd == "id":
+        print(pseudonym.key_id(key))
+    else:
+        for ref in a.references or (line.strip() for line in sys.stdin if line.strip()):
+            print(f"{ref}\t{pseudonym.pseudonymise(ref, key)}")
+    return 0
+
+
+def cmd_bridge(a: argparse.Namespace) -> int:
+    from appliance.bridge.cli import main
+
+    return main(a)
+
+
+def add_bridge_parser(sub) -> None:
+    from appliance.bridge.cli import add_parser
+
+    add_parser(sub)
+    sub.choices["bridge"].set_defaults(func=cmd_bridge)
+
+
+def add_customer_key_parser(sub) -> None:
+    k = sub.add_parser(
+        "customer-key",
+        help="the site's customer pseudonym key: create it, name it, hash references",
+    )
+    ksub = k.add_subparsers(dest="key_cmd", required=True)
+    kn = ksub.add_parser("new", help="create a site key file (32 random bytes, mode 0600)")
+    kn.add_argument("file")
+    ki = ksub.add_parser("id", help="print the key id boxes publish as `customer_key`")
+    ki.add_argument("--key-file", required=True)
+    kp = ksub.add_parser(
+        "pseudonym", help="print REF<TAB>published id for each reference (or stdin lines)"
+    )
+    kp.add_argument("--key-file", required=True)
+    kp.add_argument("references", nargs="*", metavar="REF")
+    k.set_defaults(func=cmd_customer_key)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -293,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument(
         "--port", type=int, default=8080, help="panel port on 127.0.0.1 (0 = any free port)"
+    )
+    d.add_argument(
+        "--no-history", action="store_true", help="do not seed earlier calls on a new database"
     )
     d.set_defaults(func=cmd_demo)
 
@@ -392,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--config", metavar="PATH")
     rt.add_argument("--db", metavar="PATH")
     rt.set_defaults(func=cmd_retention)
+    add_customer_key_parser(sub)
+    add_bridge_parser(sub)
     return p
 
 

@@ -12,6 +12,7 @@
 #   --no-deps           install only the appliance package into the venv (tests; deps provided otherwise)
 #   --no-apt            do not install Debian packages
 #   --hostname NAME     extra DNS name in the panel certificate (default: this host's names)
+#   --customer-key FILE the site's customer pseudonym key (docs/crm.md): keys/customer.key
 #   --print-board       print the board folder that would be used, and exit
 set -euo pipefail
 
@@ -27,6 +28,7 @@ NO_DEPS=0
 NO_APT=0
 PRINT_BOARD=0
 EXTRA_HOST=""
+CUSTOMER_KEY=""
 PYTHON=${PYTHON:-python3}
 DT_MODEL=${APPLIANCE_DT_MODEL:-/proc/device-tree/model}
 
@@ -41,7 +43,7 @@ UNIT_DIR=/etc/systemd/system
 UNITS=(appliance.service appliance-panel.service appliance-retention.service appliance-retention.timer)
 ENABLE=(appliance.service appliance-panel.service appliance-retention.timer)
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: error: %s\n' "$*" >&2; exit 1; }
 
@@ -59,6 +61,7 @@ while [ $# -gt 0 ]; do
     --no-apt) NO_APT=1 ;;
     --hostname) EXTRA_HOST=${2:?--hostname needs a NAME}; shift ;;
     --print-board) PRINT_BOARD=1 ;;
+    --customer-key) CUSTOMER_KEY=${2:?--customer-key needs a FILE}; shift ;;
     --dev) ;;  # accepted (install.sh passes its own options through)
     -h|--help) usage; exit 0 ;;
     *) echo "install_system.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -334,6 +337,14 @@ case "$DB_FILE" in
     done ;;
   *) say "warning: paths.db $DB_FILE is outside $STATE_DIR: give it mode 0660, group $SERVICE_USER, for the panel" ;;
 esac
+
+# 6b. the site's customer key: the same file on every box of the site and at the CRM bridge
+if [ -n "$CUSTOMER_KEY" ]; then
+  [ -s "$CUSTOMER_KEY" ] || die "--customer-key $CUSTOMER_KEY is missing or empty"
+  install -m 0600 -o "$APP_UID" -g "$APP_GID" "$CUSTOMER_KEY" "$ROOT$STATE_DIR/keys/customer.key"
+  say "installed the site customer key ($("$ROOT$VENV/bin/appliance" customer-key id --key-file "$ROOT$STATE_DIR/keys/customer.key"));" \
+    "set mqtt.customer_key_file = \"$STATE_DIR/keys/customer.key\" in $CONF_DIR/appliance.toml"
+fi
 
 # 7. optional Vosk model
 if [ -n "$VOSK_MODEL" ]; then

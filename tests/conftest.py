@@ -49,6 +49,34 @@ def collector(broker):
     c.close()
 
 
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A temporary PostgreSQL cluster for the whole session (initdb, pg_ctl; stopped at the end)."""
+    pytest.importorskip("psycopg")
+    from support.postgres import TempCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not installed (install.sh --dev installs them)")
+    cluster = TempCluster(bindir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster):
+    """A fresh, empty PostgreSQL database in the session's cluster."""
+    return pg_cluster.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def central_dsn(request, tmp_path):
+    """The central database of the bridge: SQLite (one instance) and PostgreSQL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "central.db")
+    return request.getfixturevalue("pg_dsn")
+
+
 @pytest.fixture
 def small_disk():
     """A real 2 MiB tmpfs the test can fill (`fill()`, `release()`); skipped without root."""

@@ -41,6 +41,7 @@ LAYERS = {
         "ops",
     },
     "panel": {"store", "publish", "scoring"},
+    "bridge": {"store", "publish", "scoring"},
 }
 COMMON = {"config", "types", "__init__", "__version__"}
 

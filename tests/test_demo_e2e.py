@@ -40,8 +40,9 @@ def test_demo_once_against_external_broker(tmp_path, broker, collector):
     r = appliance("demo", "--once", "--json", "--no-panel", "--mqtt", broker.url, "--db", str(db))
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
-    assert set(out) == {"calls", "utterances", "published", "pending", "db"}
-    assert out["calls"] == 1 and out["utterances"] > 0 and out["published"] > 0
+    assert set(out) == {"calls", "utterances", "published", "pending", "history", "db"}
+    assert out["history"] > 0 and out["calls"] == 1 + out["history"]
+    assert out["utterances"] > 0 and out["published"] > 0
     assert collector.wait_for(out["published"], timeout=20)
     payloads = collector.payloads()
     assert len(payloads) >= out["published"]
@@ -52,11 +53,23 @@ def test_demo_once_against_external_broker(tmp_path, broker, collector):
     received = {p["msg_id"] for p in payloads if "msg_id" in p}
     assert sent <= received
     # the scores stored are the scores published
-    stored = {row[0]: row[1] for row in con.execute("SELECT idx, sentiment FROM utterances")}
+    stored = {
+        (row[0], row[1]): row[2]
+        for row in con.execute("SELECT call_id, idx, sentiment FROM utterances")
+    }
     for p in collector.payloads("/utterance"):
-        assert p["sentiment"] == (
-            None if stored[p["index"]] is None else round(stored[p["index"]], 4)
-        )
+        value = stored[(p["call_id"], p["index"])]
+        assert p["sentiment"] == (None if value is None else round(value, 4))
+    # the seeded history: relationship payloads with trends, risk and advocacy on the first run
+    rel = {p["customer"]: p for p in collector.payloads("/relationship")}  # the last per customer
+    assert len(rel) >= 4 and all(p["calls"] >= 4 for p in rel.values())
+    assert {p["state"] for p in rel.values()} >= {"at_risk", "stable"}
+    assert max(p["advocacy"] for p in rel.values()) >= 0.6
+    assert max(abs(p["trend"]) for p in rel.values()) > 0.05
+    history = con.execute(
+        "SELECT COUNT(*), MIN(started_at), MAX(started_at) FROM calls WHERE source = 'demo-history'"
+    ).fetchone()
+    assert history[0] == out["history"] and history[2] - history[1] > 14 * 86400  # weeks
     status = collector.payloads("/status")
     assert status[0]["state"] == "online" and status[-1]["state"] == "offline"
     # transcripts stay on the box
@@ -65,10 +78,14 @@ def test_demo_once_against_external_broker(tmp_path, broker, collector):
 
 
 def test_demo_with_embedded_broker(tmp_path):
-    r = appliance("demo", "--once", "--json", "--no-panel", "--db", str(tmp_path / "d.db"))
+    # the history is seeded (and checked) in the test above; here the embedded broker only
+    r = appliance(
+        "demo", "--once", "--json", "--no-panel", "--no-history", "--db", str(tmp_path / "d.db")
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout)
     assert out["published"] > 0 and out["pending"] == 0
+    assert out["history"] == 0 and out["calls"] == 1
 
 
 def test_analyze_with_broker_down_keeps_rows_pending(tmp_path):

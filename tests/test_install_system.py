@@ -102,6 +102,8 @@ def mode(path: Path) -> int:
 
 def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
     r = tmp_path / "root"
+    site_key = tmp_path / "site.key"
+    site_key.write_bytes(os.urandom(32))
     args = [
         "--system",
         "--root",
@@ -111,6 +113,8 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
         "--wheelhouse",
         str(wheelhouse),
         "--no-deps",
+        "--customer-key",
+        str(site_key),
     ]
     out = _run(*args)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -168,6 +172,14 @@ def test_system_install_into_a_root_folder(tmp_path, wheelhouse):
             text=True,
         ).stdout
         assert "DNS:localhost" in san and "IP Address:127.0.0.1" in san
+
+    # the site's customer key, private to the service user, named in the log by its key id
+    from appliance.publish.pseudonym import key_id
+
+    installed = state / "keys/customer.key"
+    assert installed.read_bytes() == site_key.read_bytes()
+    assert installed.stat().st_uid == uid and installed.stat().st_mode & 0o077 == 0
+    assert key_id(site_key.read_bytes()) in log
 
     # units installed and enabled (offline symlinks), board files in place
     for u in UNITS:

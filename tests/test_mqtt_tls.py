@@ -206,3 +206,46 @@ def test_refused_connections_keep_rows_pending(tls_broker, tmp_path, case):
     finally:
         pub.stop(timeout=2)
         store.close()
+
+
+def test_crm_bridge_over_tls_with_the_firmware_acl(tls_broker, tmp_path):
+    """The bridge logs in as the CRM user over TLS ([mqtt] of its --config), its MQTT 5 shared
+    subscription passes the firmware ACL, and a box's scores arrive in its database."""
+    import json
+
+    from support.bridges import BridgeProcess, appliance_cmd, bridge_args
+
+    from appliance.publish.pseudonym import new_key_file
+
+    broker, pki, p_cert, p_pass = tls_broker
+    new_key_file(tmp_path / "site.key")
+    (tmp_path / "crm.password").write_text("crm-secret\n")
+    (tmp_path / "bridge.toml").write_text(
+        f'[mqtt]\nusername = "crm"\npassword_file = "crm.password"\nca_file = "{pki}/ca.crt"\n'
+    )
+    dsn = str(tmp_path / "central.db")
+    url = f"mqtts://127.0.0.1:{p_pass}"
+    args = bridge_args(url, dsn, tmp_path / "site.key", "crm-tls", config=tmp_path / "bridge.toml")
+    bridge = BridgeProcess(args, "crm-tls").start(timeout=30)
+    store = Store(tmp_path / "box.db", box_id="box-01")
+    ids = rows(store, "box-01", 10)
+    pub = Publisher(store.path, box_settings(pki, p_cert, "box-01"), box_id="box-01")
+    pub.start()
+    try:
+        assert pub.flush(15)
+        deadline = time.monotonic() + 15
+        while True:
+            out = subprocess.run(
+                [*appliance_cmd(), "bridge", "status", "--db", dsn, "--json"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            if json.loads(out.stdout)["messages"] >= len(ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+    finally:
+        pub.stop()
+        store.close()
+        bridge.stop()
+    assert json.loads(out.stdout)["messages"] == len(ids)

@@ -61,3 +61,44 @@ def test_segment_shift():
         state, sig = update_segment(state, "retail", f"c{i}", s)
         flagged.append(bool(sig))
     assert not any(flagged[:6]) and any(flagged[6:])
+
+
+def test_persistently_negative_customer_is_at_risk_whatever_the_trend():
+    states, sigs = history([-0.35] * 6)
+    assert states[-1]["trend"] == 0.0  # no shift at all: the old rule saw "stable", risk 0
+    assert states[-1]["state"] == "at_risk" and states[-1]["risk"] > 0.7
+    assert first_flag(sigs, "relationship_negative") == 2  # from the third call on
+    assert sum(len(s) for s in sigs) == 1  # raised once, not on every call
+    mild, mild_sigs = history([-0.05] * 6)
+    assert mild[-1]["state"] == "stable" and mild[-1]["risk"] == 0.0
+    assert not any(mild_sigs)
+
+
+def test_calls_without_scores_are_skipped_not_counted_as_zero():
+    from appliance.scoring.relationship import has_score, replay_customer
+
+    scored = [("a", {"sentiment_mean": 0.5, "enthusiasm": 0.4}, 1.0)] * 3
+    unscored = ("x", {"sentiment_mean": None, "enthusiasm": None}, 2.0)
+    with_gaps = replay_customer([scored[0], unscored, scored[1], unscored, scored[2]])
+    assert with_gaps == replay_customer(scored)
+    assert with_gaps["calls"] == 3 and with_gaps["slow"] == 0.5
+    assert replay_customer([unscored]) is None
+    assert not has_score(unscored[1])
+    with pytest.raises(ValueError, match="no customer sentiment"):
+        update_customer(None, "x", unscored[1], 2.0)
+
+
+def test_replay_raises_the_same_signals_as_calls_folded_one_by_one():
+    from appliance.scoring.relationship import customer_signals, replay_customer
+
+    rng = np.random.default_rng(3)
+    sentiments = list(0.4 + rng.normal(0, 0.05, 5)) + [-0.1, -0.3, -0.5, -0.6]
+    states, sigs = history(sentiments)
+    calls = [
+        (f"call-{i}", {"sentiment_mean": s, "enthusiasm": 0.4}, 1000.0 + i)
+        for i, s in enumerate(sentiments)
+    ]
+    for n in range(1, len(calls)):
+        before, after = replay_customer(calls[:n]), replay_customer(calls[: n + 1])
+        assert after == states[n]
+        assert [s.rule for s in customer_signals(before, after)] == [s.rule for s in sigs[n]]

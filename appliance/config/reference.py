@@ -18,6 +18,7 @@ def referenced_files(cfg: AppConfig) -> list[tuple[str, Path]]:
         ("mqtt.ca_file", cfg.mqtt.ca_file),
         ("mqtt.cert_file", cfg.mqtt.cert_file),
         ("mqtt.key_file", cfg.mqtt.key_file),
+        ("mqtt.customer_key_file", cfg.mqtt.customer_key_file),
         ("stt.vosk_model", cfg.stt.vosk_model),
         ("stt.whisper_model", cfg.stt.whisper_model),
         ("emotion.model", cfg.emotion.model),

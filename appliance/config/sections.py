@@ -28,6 +28,11 @@ def _copy(value: Any) -> Any:
     return value
 
 
+_SEVERITIES = ("info", "warning", "critical")
+_EVENTS = ("alert", "relationship_signal")  # a box's alert, the bridge's site-wide signal
+_URL = r"^(https?://\S+)?$"
+
+
 @dataclass(frozen=True)
 class BoxConfig:
     id: str = _f(
@@ -110,6 +115,7 @@ class MqttConfig:
         min=1.0,
         max=86400.0,
     )
+    customer_key_file: str = _f("", "Site key for customer ids (docs/crm.md); empty = per box.")
 
 
 @dataclass(frozen=True)
@@ -373,6 +379,28 @@ class AnalyzeConfig:
 
 
 @dataclass(frozen=True)
+class BridgeRouteConfig:
+    name: str = _f("route", "Route name (logs, deliveries).", pattern=r"^[a-z0-9_-]{1,48}$")
+    events: list[str] = _f([], "Events matched; empty = both.", choices=_EVENTS)
+    rules: list[str] = _f([], "Rule ids matched (box or bridge rules); empty = any.")
+    severities: list[str] = _f([], "Severities matched; empty = any.", choices=_SEVERITIES)
+    segments: list[str] = _f([], "Customer segments matched; empty = any (also none).")
+    deliver: bool = _f(True, "false = matching events are stored, not delivered.")
+    webhook: str = _f("", "URL to POST to; empty = the bridge's webhook.", pattern=_URL)
+    secret_file: str = _f("", "Signing secret file; empty = the bridge's webhook_secret_file.")
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    webhook: str = _f("", "URL events are POSTed to; empty = store only.", pattern=_URL)
+    webhook_secret_file: str = _f("", "File holding the webhook signing secret (>= 16 bytes).")
+    max_attempts: int = _f(10, "Delivery attempts before the dead-letter table.", min=1)
+    backoff_initial: float = _f(2.0, "Seconds before the first retry; doubles.", min=0.01)
+    lease_s: float = _f(60.0, "A dead instance's claimed delivery is retried after (s).", min=1.0)
+    routes: list[BridgeRouteConfig] = _f([], "First matching route decides; none = the webhook.")
+
+
+@dataclass(frozen=True)
 class AppConfig:
     box: BoxConfig = _f(BoxConfig(), "This box.")
     paths: PathsConfig = _f(PathsConfig(), "Files and directories.")
@@ -394,6 +422,7 @@ class AppConfig:
     retention: RetentionConfig = _f(RetentionConfig(), "Retention per table.")
     panel: PanelConfig = _f(PanelConfig(), "Supervisor panel.")
     daemon: DaemonConfig = _f(DaemonConfig(), "Live capture daemon.")
+    bridge: BridgeConfig = _f(BridgeConfig(), "The CRM bridge: webhooks and routes.")
     analyze: AnalyzeConfig = _f(AnalyzeConfig(), "Offline analysis of recordings.")
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}
@@ -414,6 +443,3 @@ class AppConfig:
             for k in ("password_file", "ca_file", "cert_file", "key_file")
         }
         return dataclasses.replace(m, url=m.url if url is None else url, **files)
-
-
-# -- loading ------------------------------------------------------------------------------

@@ -100,7 +100,10 @@ def run_demo(
     db_path: str | None,
     speed: float | None,
     port: int,
+    history: bool = True,
 ) -> dict:
+    """Replay the demo calls (after seeding earlier ones when `history`); returns the counts."""
+    from appliance.ops.demo_history import seed_history
     from appliance.ops.engines import load_engines
 
     db = Path(db_path or "demo.db").resolve()
@@ -113,6 +116,10 @@ def run_demo(
     server = None
     try:
         engines = load_engines(cfg)
+        seeded = 0
+        if history:
+            _say(as_json, "seeding a few weeks of earlier calls (demo data) ...")
+            seeded = seed_history(cfg, db, engines, demo_calls()[0].wav, mqtt_url)
         session = Session(cfg, db, engines, mqtt_url=mqtt_url)
         if not no_panel:
             server, url = serve_panel(db, port)
@@ -128,7 +135,7 @@ def run_demo(
                 session.replay(rec, call.speakers, call.meta, speed=pace, source="demo")
         finally:
             session.close(flush_timeout=10.0)
-        result = {**summary(db), "db": str(db)}
+        result = {**summary(db), "history": seeded, "db": str(db)}
         if not once and server is not None:
             _say(as_json, f"demo done: {result}. Panel stays up at {url} - Ctrl-C to stop.")
             with contextlib.suppress(KeyboardInterrupt):

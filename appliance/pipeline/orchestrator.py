@@ -31,7 +31,7 @@ from appliance.config import AppConfig
 from appliance.emotion.engine import EmotionEngine
 from appliance.pipeline.call import CallMeta, CallSession
 from appliance.pipeline.writer import CallWriter
-from appliance.publish.pseudonym import Pseudonymiser, load_or_create_key
+from appliance.publish.pseudonym import Pseudonymiser, customer_key
 from appliance.scoring.call import CallScorer
 from appliance.scoring.rules import RuleEngine
 from appliance.segment.vad import Segmenter
@@ -126,8 +126,9 @@ class Pipeline:
         self._pending_n = 0  # utterances taken off `jobs` by the writer, not yet written
         self.calls: dict[str, CallSession] = {}
         state_dir = cfg.resolve(cfg.paths.state_dir) if cfg.paths.state_dir else store.path.parent
+        key_file = cfg.resolve(cfg.mqtt.customer_key_file) if cfg.mqtt.customer_key_file else None
         self.customer_id = Pseudonymiser(
-            load_or_create_key(state_dir), cfg.mqtt.pseudonymise_customers
+            customer_key(key_file, state_dir), cfg.mqtt.pseudonymise_customers
         )
         """How a customer reference leaves the box."""
         self.writer = CallWriter(cfg, store, self.customer_id)

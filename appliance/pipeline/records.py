@@ -36,6 +36,8 @@ class CallFacts:
     segment: str
     source: str
     started_at: float
+    customer_key: str = ""
+    """Id of the pseudonym key (`publish.pseudonym.key_id`); "" when published in clear."""
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,9 @@ def alert_records(
         "threshold": rounded(threshold),
         "at": round(at, 2),
     }
-    if call.customer_id:
-        body["customer"] = call.customer_id
+    _customer(body, call)
+    if call.segment:
+        body["segment"] = call.segment
     entry = {
         "rule": f.rule,
         "severity": f.severity,
@@ -210,11 +213,18 @@ def call_records(
         "ended_at": round(ended_at, 3) if ended_at is not None else None,
         **summary,
     }
-    if call.customer_id:
-        body["customer"] = call.customer_id
+    _customer(body, call)
     if call.segment:
         body["segment"] = call.segment
     return row, body
+
+
+def _customer(body: dict, call: CallFacts) -> None:
+    """The customer's published id and, when pseudonymised, the id of the key that made it."""
+    if call.customer_id:
+        body["customer"] = call.customer_id
+        if call.customer_key:
+            body["customer_key"] = call.customer_key
 
 
 def relationship_records(state: dict, call: CallFacts, now: float) -> tuple[dict, dict]:
@@ -233,7 +243,6 @@ def relationship_records(state: dict, call: CallFacts, now: float) -> tuple[dict
         "updated_at": now,
     }
     body = {
-        "customer": call.customer_id,
         "calls": state["calls"],
         "last_call_id": call.call_id,
         "health": state["health"],
@@ -242,6 +251,7 @@ def relationship_records(state: dict, call: CallFacts, now: float) -> tuple[dict
         "advocacy": state["advocacy"],
         "state": state["state"],
     }
+    _customer(body, call)
     if call.segment:
         body["segment"] = call.segment
     return row, body

@@ -55,6 +55,7 @@ class CallWriter:
             position=m.position,
             customer_ref=m.customer_ref,
             customer_id=self.customer_id(m.customer_ref) if m.customer_ref else "",
+            customer_key=getattr(self.customer_id, "key_id", "") if m.customer_ref else "",
             call_type=m.call_type,
             segment=m.segment,
             source=call.source,
@@ -181,7 +182,8 @@ class CallWriter:
         summary = call.scorer.summary()
         call.summary = {**summary, "alerts": len(call.alerts)}
         ref = call.meta.customer_ref
-        if ref:
+        # a call without customer scores says nothing about the relationship: skipped, not a 0
+        if ref and relationship.has_score(summary):
             now = time.time()
             state, signals = relationship.update_customer(
                 self.store.customer_state(ref), call.id, summary, now

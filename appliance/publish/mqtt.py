@@ -69,6 +69,22 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     return u.hostname, u.port or (8883 if tls else 1883), tls
 
 
+def configure_client(client: mqtt.Client, settings: MqttConfig, password: str = "") -> None:
+    """Credentials and TLS (CA, client certificate and key) of `settings` for a paho client
+    (the box's publisher and probe, the CRM bridge)."""
+    s = settings
+    if s.username:
+        client.username_pw_set(s.username, password or None)
+    if parse_url(s.url)[2]:
+        client.tls_set(
+            ca_certs=s.ca_file or None,
+            certfile=s.cert_file or None,
+            keyfile=s.key_file or None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+
+
 def _acked(info: mqtt.MQTTMessageInfo) -> bool:
     """Whether paho saw the PUBACK of `info` (also for messages first queued while offline)."""
     try:
@@ -134,7 +150,7 @@ class Publisher:
         self._cp = 0  # last checkpoint confirmed retained on the broker (persisted in settings)
         self._cp_saved = 0
         self._cp_saved_at = 0.0
-        host, port, tls = parse_url(settings.url)
+        host, port, _ = parse_url(settings.url)
         self._host, self._port = host, port
         s = settings
         self.client = mqtt.Client(
@@ -148,7 +164,6 @@ class Publisher:
         self.client.reconnect_delay_set(
             min_delay=s.reconnect_min_delay, max_delay=s.reconnect_max_delay
         )
-        self._tls = tls
         self._configure(self.client)
         self.status_topic = contract.topic(s.prefix, self.box_id, "status")
         self.checkpoint_topic = contract.topic(s.prefix, self.box_id, "checkpoint")
@@ -159,18 +174,7 @@ class Publisher:
         self.client.on_message = self._on_message
 
     def _configure(self, client: mqtt.Client) -> None:
-        """Credentials and TLS (CA, client certificate and key) for a client of ours."""
-        s = self.settings
-        if s.username:
-            client.username_pw_set(s.username, self.password or None)
-        if self._tls:
-            client.tls_set(
-                ca_certs=s.ca_file or None,
-                certfile=s.cert_file or None,
-                keyfile=s.key_file or None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        configure_client(client, self.settings, self.password)
 
     # -- the one publishing function -------------------------------------------------
 

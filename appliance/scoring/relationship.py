@@ -1,10 +1,18 @@
 """Relationship health across calls, per customer and per segment.
 
-Each ended call contributes its mean customer sentiment and enthusiasm. Two exponentially
-weighted means (fast and slow) give level and trend; a one-sided CUSUM against the slow mean
-detects a downward shift a few calls after it starts while ignoring single bad calls; sustained
-enthusiasm gives advocacy. Segments (a tag from call metadata) get a two-sided CUSUM across all
-their customers' calls, so a shift that no single customer shows still surfaces.
+Each ended call with a customer score contributes its mean customer sentiment and enthusiasm
+(a call without scores is skipped: it says nothing about the customer, so it must not count as
+a neutral 0). Two exponentially weighted means (fast and slow) give level and trend; a
+one-sided CUSUM against the slow mean detects a downward shift a few calls after it starts
+while ignoring single bad calls; the slow mean's level below `LEVEL_FLOOR` is a risk of its own
+(a customer who is negative on every call shows no shift, yet is at risk); sustained enthusiasm
+gives advocacy. Segments (a tag from call metadata) get a two-sided CUSUM across all their
+customers' calls, so a shift that no single customer shows still surfaces.
+
+`update_customer` folds one call into the stored state (the box, in call order);
+`replay_customer` folds a whole history (the CRM bridge, which receives the calls of several
+boxes in any order and recomputes from the calls sorted by time); `customer_signals` compares
+two states, so both raise the same signals on the same transitions.
 """
 
 from __future__ import annotations
@@ -20,6 +28,12 @@ CUSUM_K, CUSUM_H = 0.12, 0.45
 """CUSUM slack (ignored drift per call) and decision interval, in sentiment units."""
 CUSUM_CLIP = 0.35
 HISTORY = 20
+LEVEL_FLOOR, LEVEL_SPAN = -0.1, 0.3
+"""Level risk: 0 at a slow mean of LEVEL_FLOOR, 1 at LEVEL_FLOOR - LEVEL_SPAN (-0.4)."""
+LEVEL_MIN_CALLS = 3
+"""Scored calls before the level counts (one bad first call is not a relationship)."""
+AT_RISK = 0.5
+"""Level risk from which a persistently negative customer is `at_risk` (slow mean <= -0.25)."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +49,10 @@ class Signal:
     evidence: dict = field(default_factory=dict)
 
 
-def _state_name(n: int, health: float, trend: float, cusum: float) -> str:
+def _state_name(n: int, health: float, trend: float, cusum: float, level: float) -> str:
     if n < 2:
         return "new"
-    if cusum > CUSUM_H or health < 0.3:
+    if cusum > CUSUM_H or health < 0.3 or level >= AT_RISK:
         return "at_risk"
     if trend < -0.08 and cusum > 0.6 * CUSUM_H:
         return "declining"
@@ -47,13 +61,42 @@ def _state_name(n: int, health: float, trend: float, cusum: float) -> str:
     return "stable"
 
 
+def has_score(summary: dict) -> bool:
+    """Whether a call summary carries a customer sentiment (else the call is skipped)."""
+    return summary.get("sentiment_mean") is not None
+
+
+def level_risk(slow: float, n: int) -> float:
+    """Risk from a persistently negative level, whatever the trend."""
+    if n < LEVEL_MIN_CALLS:
+        return 0.0
+    return float(np.clip((LEVEL_FLOOR - slow) / LEVEL_SPAN, 0.0, 1.0))
+
+
 def update_customer(
     prev: dict | None, call_id: str, summary: dict, ts: float
 ) -> tuple[dict, list[Signal]]:
-    """New relationship state after one call; `prev` is the stored `detail` (or None)."""
+    """New relationship state after one scored call; `prev` is the stored `detail` (or None).
+
+    Raises ValueError for a call without scores (`has_score`): callers skip those."""
+    new = _fold(prev, call_id, summary, ts)
+    return new, customer_signals(prev, new)
+
+
+def replay_customer(calls: list[tuple[str, dict, float]]) -> dict | None:
+    """The state after `calls` ((call_id, summary, ts) in time order); unscored calls skipped."""
+    state = None
+    for call_id, summary, ts in calls:
+        if has_score(summary):
+            state = _fold(state, call_id, summary, ts)
+    return state
+
+
+def _fold(prev: dict | None, call_id: str, summary: dict, ts: float) -> dict:
+    if not has_score(summary):
+        raise ValueError(f"call {call_id} has no customer sentiment: skip it")
     d = dict(prev or {})
-    x = summary.get("sentiment_mean")
-    x = 0.0 if x is None else float(x)
+    x = float(summary["sentiment_mean"])
     e = summary.get("enthusiasm")
     e = 0.0 if e is None else float(e)
     n = int(d.get("calls", 0)) + 1
@@ -75,7 +118,8 @@ def update_customer(
         }
     ]
     trend = float(np.clip(fast - slow, -1, 1))
-    risk = float(1.0 - math.exp(-cusum / (CUSUM_H * 0.6)))
+    level = level_risk(slow, n)
+    risk = max(float(1.0 - math.exp(-cusum / (CUSUM_H * 0.6))), level)
     health = float(np.clip((0.5 + 0.5 * fast) * (1.0 - 0.35 * risk), 0, 1))
     recent = history[-3:]
     advocacy = 0.0
@@ -83,43 +127,55 @@ def update_customer(
         ent = float(np.mean([h["enthusiasm"] for h in recent]))
         pos = float(np.mean([h["sentiment"] > 0.15 for h in recent]))
         advocacy = float(np.clip(ent * pos * 1.3, 0, 1))
-    state = _state_name(n, health, trend, cusum)
-    new = {
+    alerted = dict(d.get("alerted", {}))
+    if advocacy >= 0.6 and not alerted.get("advocacy"):
+        alerted["advocacy"] = call_id
+    return {
         "calls": n,
         "fast": fast,
         "slow": slow,
         "cusum": cusum,
+        "level": round(level, 4),
         "history": history,
         "health": round(health, 4),
         "trend": round(trend, 4),
         "risk": round(risk, 4),
         "advocacy": round(advocacy, 4),
-        "state": state,
-        "alerted": d.get("alerted", {}),
+        "state": _state_name(n, health, trend, cusum, level),
+        "alerted": alerted,
     }
+
+
+def customer_signals(prev: dict | None, new: dict) -> list[Signal]:
+    """Signals of the move from `prev` to `new`: entering declining/at risk, first advocacy."""
     signals: list[Signal] = []
+    history = new["history"]
     calls = [h["call_id"] for h in history[-4:]]
     sentiments = [h["sentiment"] for h in history[-4:]]
-    prev_state = d.get("state", "new")
+    state = new["state"]
+    prev_state = (prev or {}).get("state", "new")
     if state in ("declining", "at_risk") and prev_state not in ("declining", "at_risk"):
+        negative = new.get("level", 0.0) >= AT_RISK and new["cusum"] <= CUSUM_H
+        what = "persistently negative" if negative else f"relationship {state.replace('_', ' ')}"
         signals.append(
             Signal(
-                rule="relationship_declining",
+                rule="relationship_negative" if negative else "relationship_declining",
                 signal="relationship_risk",
                 action="intervention_recommended",
                 severity="critical" if state == "at_risk" else "warning",
-                value=round(risk, 3),
-                reason=f"relationship {state.replace('_', ' ')}: sentiment over the last calls {_fmt(sentiments)}; intervention recommended",
+                value=round(new["risk"], 3),
+                reason=f"{what}: sentiment over the last calls {_fmt(sentiments)}; intervention recommended",
                 evidence={
                     "calls": calls,
                     "sentiments": sentiments,
-                    "trend": round(trend, 3),
-                    "cusum": round(cusum, 3),
+                    "trend": round(new["trend"], 3),
+                    "cusum": round(new["cusum"], 3),
+                    "level": new.get("level", 0.0),
                 },
             )
         )
-    if advocacy >= 0.6 and not new["alerted"].get("advocacy"):
-        new["alerted"] = {**new["alerted"], "advocacy": call_id}
+    first = new.get("alerted", {}).get("advocacy")
+    if first and not (prev or {}).get("alerted", {}).get("advocacy"):
         enth = [h["enthusiasm"] for h in history[-3:]]
         signals.append(
             Signal(
@@ -127,12 +183,12 @@ def update_customer(
                 signal="advocacy",
                 action="follow_up",
                 severity="info",
-                value=round(advocacy, 3),
+                value=round(new["advocacy"], 3),
                 reason=f"sustained enthusiasm over {len(enth)} calls {_fmt(enth)}: likely advocate; ask for a referral",
                 evidence={"calls": calls[-3:], "enthusiasm": enth},
             )
         )
-    return new, signals
+    return signals
 
 
 def update_segment(

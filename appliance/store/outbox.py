@@ -153,9 +153,10 @@ def prepare(messages: Sequence[tuple[str, dict]]) -> list[Prepared]:
         marked = {**payload, "seq": _SEQ_MARK}
         contract.check_payload(kind, marked)
         text = json.dumps(marked, separators=(",", ":"))
-        head, sep, tail = text.partition(f'"seq":{_SEQ_MARK}')
-        if not sep or f"{_SEQ_MARK}" in tail:
+        token = f'"seq":{_SEQ_MARK}'
+        if text.count(token) != 1:  # a nested "seq" holding the very placeholder
             raise contract.ContractError(f"{kind}: a value equals the seq placeholder")
+        head, _, tail = text.partition(token)
         out.append(Prepared(kind, payload["msg_id"], payload, head + '"seq":', tail))
     return out
 
