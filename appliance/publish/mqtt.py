@@ -434,7 +434,11 @@ class Publisher:
         db = OutboxCursor(self.db_path)
         try:
             while not self._stop.is_set():
-                self._wake.wait(0.02 if self._infos else 0.25)
+                # rows in flight, or acknowledged ones the checkpoint does not cover yet: the
+                # next round comes soon (a checkpoint left waiting is what a crash re-sends)
+                with self._lock:
+                    behind = self._watermark > self._last_checkpoint[0] and self.synced.is_set()
+                self._wake.wait(0.02 if self._infos or behind else 0.25)
                 self._wake.clear()
                 try:
                     self._collect_acks(db)
