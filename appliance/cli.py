@@ -191,6 +191,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from appliance.tools import bench_features as bench
     elif a.what == "capacity":
         from appliance.tools import bench_capacity as bench
+    elif a.what == "realism":
+        from appliance.tools import bench_realism as bench
     else:
         from appliance.tools import bench_stt as bench
     return bench.main(a.options)
@@ -208,7 +210,7 @@ def cmd_emotion_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_train_emotion(a: argparse.Namespace) -> int:
-    import runpy
+    import subprocess
 
     script = Path(__file__).resolve().parent.parent / "models" / "train_emotion.py"
     if not script.exists():
@@ -217,12 +219,10 @@ def cmd_train_emotion(a: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
-    sys.argv = [str(script), "--data", a.data, "--out", a.out, *a.extra]
-    try:
-        runpy.run_path(str(script), run_name="__main__")
-    except SystemExit as exc:  # the script ends with SystemExit(main()); argparse exits 2
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return 0
+    # A child process runs the script as a script: Python puts models/ first on its path, so the
+    # training package (models/emotion_training/) imports without path edits here or there.
+    argv = [sys.executable, str(script), "--data", a.data, "--out", a.out, *a.extra]
+    return subprocess.run(argv, check=False).returncode
 
 
 def cmd_web(a: argparse.Namespace) -> int:
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="benchmarks (print ratios against peers measured in the same run)"
     )
-    b.add_argument("what", choices=("features", "capacity", "stt"))
+    b.add_argument("what", choices=("features", "capacity", "stt", "realism"))
     b.add_argument(
         "options",
         nargs=argparse.REMAINDER,

@@ -90,6 +90,9 @@ class Utterance:
     """Running number of this utterance in its call (both speakers)."""
     ended_at_monotonic: float = 0.0
     """time.monotonic() when the VAD closed the utterance (latency accounting)."""
+    speech_prob: float | None = None
+    """Mean speech probability the VAD's speech check gave the segment (None: energy VAD only);
+    `appliance.vad.clean_transcript` uses it to drop text recognisers invent over non-speech."""
 
     @property
     def duration(self) -> float:

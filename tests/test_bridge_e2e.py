@@ -42,10 +42,24 @@ def query(dsn: str, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
-def analyze(box: str, tmp_path, url: str) -> subprocess.Popen:
+def upset_call(tmp_path):
+    """The demo call's upset second half (its acted anger): three of these make a customer
+    persistently negative."""
+    from appliance.capture.wav import read_wav, write_wav
+
+    path = tmp_path / "upset.wav"
+    if not path.exists():
+        rec = read_wav(DEMO)
+        a, b = int(26.3 * rec.sample_rate), int(57.5 * rec.sample_rate)
+        write_wav(path, [ch[a:b] for ch in rec.channels], rec.sample_rate)
+    return path
+
+
+def analyze(box: str, tmp_path, url: str, wav=DEMO) -> subprocess.Popen:
     cfg = tmp_path / f"{box}.toml"
     cfg.write_text(f'[box]\nid = "{box}"\n\n[mqtt]\ncustomer_key_file = "site.key"\n')
-    cmd = [*appliance_cmd(), "analyze", str(DEMO), "--mqtt", url, "--config", str(cfg)]
+    cmd = [*appliance_cmd(), "analyze", str(wav), "--mqtt", url]
+    cmd += ["--config", str(cfg)]
     cmd += [
         "--customer",
         CUSTOMER,
@@ -78,7 +92,8 @@ def test_two_boxes_two_bridges_one_killed(tmp_path, pg_dsn):
                     config=tmp_path / "bridge.toml",
                 )
                 bridges[name] = BridgeProcess(args, name).start()
-            box_a = analyze("box-a", tmp_path, broker.url)
+            # the customer's calls: upset, the whole demo call (its alert), upset again
+            box_a = analyze("box-a", tmp_path, broker.url, upset_call(tmp_path))
             deadline = time.monotonic() + 120
             while query(pg_dsn, "SELECT count(*) FROM messages")[0][0] < 8:
                 assert box_a.poll() in (None, 0) and time.monotonic() < deadline
@@ -89,8 +104,8 @@ def test_two_boxes_two_bridges_one_killed(tmp_path, pg_dsn):
             box_b = analyze("box-b", tmp_path, broker.url)  # crm-a's share queues for it
             assert box_b.wait(120) == 0, box_b.stderr.read()[-2000:]
             bridges["crm-a"].start()
-            # a third call of the same customer, negative like the others: at risk site-wide
-            box_b = analyze("box-b", tmp_path, broker.url)
+            # a third call of the same customer, negative like the first: at risk site-wide
+            box_b = analyze("box-b", tmp_path, broker.url, upset_call(tmp_path))
             assert box_b.wait(120) == 0, box_b.stderr.read()[-2000:]
             sent = outbox(tmp_path / "box-a.db") + outbox(tmp_path / "box-b.db")
             ids = {m["msg_id"] for m in sent}
@@ -139,7 +154,7 @@ def test_two_boxes_two_bridges_one_killed(tmp_path, pg_dsn):
     assert {r[0] for r in stored} == ids and all(r[1] == 1 for r in stored)
     assert late > 0, "the restarted instance received what was queued for it"
     # the calls and alerts of both boxes, once each
-    assert status["calls"] == 3 and status["alerts"] == len(alerts) >= 3
+    assert status["calls"] == 3 and status["alerts"] == len(alerts) >= 1
     calls = query(pg_dsn, "SELECT box_id, state, customer, customer_key FROM calls ORDER BY box_id")
     site_id = pseudonymise(CUSTOMER, key)
     assert (

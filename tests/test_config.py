@@ -85,3 +85,13 @@ def test_check_config_cli(tmp_path):
     assert r.returncode == 1 and "error: mqtt.ca_file" in r.stderr
     r = run(str(bad))
     assert r.returncode == 1 and "box.colour" in r.stderr
+
+
+def test_emotion_prior_is_seven_non_negative_numbers():
+    cfg = config_from_dict({"emotion": {"prior": [8, 1, 1, 1, 1, 1, 1]}})
+    assert cfg.emotion.prior == [8.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert AppConfig().emotion.prior == []
+    for bad in ([1, 2, 3], [0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, -1]):
+        with pytest.raises(ConfigError) as exc:
+            config_from_dict({"emotion": {"prior": bad}})
+        assert exc.value.key == "emotion.prior"

@@ -62,3 +62,28 @@ def test_call_type_filter():
     assert "high_commitment" not in names and "sentiment_declining" in names
     assert "high_commitment" in {r.name for r in RuleEngine(None, "sales").rules}
     assert len(DEFAULT_RULES) >= 5
+
+
+def test_gated_signals_are_published_under_contract_names():
+    from appliance.publish import contract
+
+    rule = next(r for r in DEFAULT_RULES if r.name == "sentiment_declining")
+    assert rule.signal == "decline"
+    e = RuleEngine([rule], "support")
+    fired = []
+    for i in range(6):
+        fired += e.evaluate({"decline": -0.9, "customer_utterances": i + 1}, at=5.0 * i)
+    assert [a.signal for a in fired] == ["sentiment_slope"]
+    body = {
+        "alert_id": "a1",
+        "call_id": "c1",
+        "position": "pos-1",
+        "rule": fired[0].rule,
+        "severity": fired[0].severity,
+        "action": fired[0].action,
+        "signal": fired[0].signal,
+        "value": fired[0].value,
+        "threshold": fired[0].threshold,
+        "at": fired[0].at,
+    }
+    contract.check_payload("alert", contract.new_message("alert", "box-01", body))

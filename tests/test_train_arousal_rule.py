@@ -1,19 +1,15 @@
-"""Training-side arousal decision rule (models/train_emotion.py): weight and threshold chosen on
+"""Training-side arousal decision rule (models/emotion_training/): weight and threshold chosen on
 out-of-fold scores, cross-fitted so that no held-out fold's rule saw its own clips."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip(
     "scipy"
-)  # models/emotion_channel.py (training extra, also pulled in by librosa)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-import train_emotion as T  # noqa: E402
+)  # models/emotion_training/channel.py (training extra, also pulled in by librosa)
+import emotion_training as T  # noqa: E402  (models/ is on pytest's pythonpath)
 
 
 def _fake_oof(rng, n_per_fold=120, folds=4, head_quality=3.0, flip_fold=None):

@@ -7,7 +7,6 @@ exactly, or the CV numbers describe a model the box does not run."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,7 @@ pytestmark = [
     pytest.mark.shared,
     pytest.mark.skipif(not (RAVDESS / "manifest.csv").exists(), reason="../shared RAVDESS absent"),
 ]
-sys.path.insert(0, str(ROOT / "models"))
-import train_emotion as T  # noqa: E402
+import emotion_training as T  # noqa: E402  (models/ is on pytest's pythonpath)
 
 
 def test_cached_training_rows_equal_the_live_path(tmp_path):

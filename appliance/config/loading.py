@@ -174,6 +174,9 @@ def _cross_checks(cfg: AppConfig) -> None:
             raise ConfigError(
                 f"redaction.auto_pause_kinds[{i}]", f"must be one of {', '.join(kinds)}; got {k!r}"
             )
+    pr = cfg.emotion.prior
+    if pr and (len(pr) != 7 or any(v < 0 for v in pr) or sum(pr) <= 0):
+        raise ConfigError("emotion.prior", "needs 7 non-negative numbers in label order, not all 0")
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")

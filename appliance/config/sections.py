@@ -206,6 +206,10 @@ class EmotionConfig:
     min_duration: float = _f(
         0.6, "Utterances shorter than this (s) get no emotion.", min=0.1, max=10.0
     )
+    prior: list[float] = _f(
+        [],
+        "Label prior of this site's calls, 7 non-negative numbers in label order (neutral, happy, sad, angry, fearful, disgust, surprised); empty = the model card's deploy_prior (real customer-service calls, mostly neutral).",
+    )
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,20 @@ class VadConfig:
     min_speech: float = _f(0.3, "Shortest utterance kept (s).", min=0.05, max=5.0)
     max_utterance: float = _f(
         12.0, "Utterances are cut at this length (s) so scores stay live.", min=1.0, max=60.0
+    )
+    speech_model: str = _f(
+        "silero",
+        "Speech check of each segment: silero (Silero VAD v6 from the faster-whisper package, pinned by SHA-256; drops hold music, ring-back, DTMF, beeps) or energy (level only).",
+        choices=("silero", "energy"),
+    )
+    speech_threshold: float = _f(
+        0.5, "Speech probability from which a 32 ms chunk counts as speech.", min=0.05, max=0.95
+    )
+    min_voiced: float = _f(
+        0.064,
+        "Seconds of speech chunks (32 ms each) a segment needs; segments with less are dropped as non-speech.",
+        min=0.0,
+        max=5.0,
     )
 
 
@@ -263,6 +281,9 @@ class RuleConfig:
             "health",
             "negative_streak",
             "key_phrase",
+            "negative_evidence",
+            "upset",
+            "decline",
         ),
     )
     op: str = _f("<", "Comparison of signal against threshold.", choices=("<", "<=", ">", ">="))

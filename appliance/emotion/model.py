@@ -40,16 +40,39 @@ from typing import Any
 
 import numpy as np
 
+from appliance.emotion.frontend import (  # re-exported: training and tests use them from here
+    ACTIVE_RANGE_NATS,
+    FEATURE_VERSION,
+    MIN_ACTIVE_FRAMES,
+    N_MELS,
+    N_MFCC,
+    feature_names,
+    utterance_features,
+)
 from appliance.types import EMOTION_LABELS, EmotionResult
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "ACTIVE_RANGE_NATS",
+    "CIRCUMPLEX",
+    "FEATURE_VERSION",
+    "MIN_ACTIVE_FRAMES",
+    "N_MELS",
+    "N_MFCC",
+    "ChannelState",
+    "EmotionModel",
+    "ModelError",
+    "NormPrior",
+    "arousal_value",
+    "circumplex",
+    "feature_names",
+    "make_result",
+    "raw_features",
+    "utterance_features",
+]
+
 SAMPLE_RATES: tuple[int, ...] = (8000, 16000)
-FEATURE_VERSION = "emo-feat-2"
-N_MELS = 40
-N_MFCC = 13
-ACTIVE_RANGE_NATS = 6.9  # frames within ~30 dB (power) of the loudest frame are "active"
-MIN_ACTIVE_FRAMES = 10
 Z_CLIP = 6.0
 
 # Circumplex coordinates (arousal, valence) per label, after Russell (1980) and the usual placement of
@@ -72,77 +95,6 @@ class ModelError(RuntimeError):
 # ----------------------------------------------------------------------------- features
 
 
-def _frontend():
-    from appliance import features  # imported lazily: numba compile cost only when used
-
-    return features
-
-
-def feature_names() -> list[str]:
-    """Names of the raw per-utterance feature vector, in order (depends on the frontend)."""
-    names: list[str] = []
-    for stat in ("mean", "std", "dstd"):
-        names += [f"mel{i:02d}_{stat}" for i in range(N_MELS)]
-    for stat in ("mean", "std", "dstd"):
-        names += [f"mfcc{i:02d}_{stat}" for i in range(N_MFCC)]
-    names += ["energy_mean", "energy_std", "energy_p10", "energy_p90", "active_ratio"]
-    names += [f"fn_{n}" for n in _frontend().FUNCTIONAL_NAMES]
-    # voiced / unvoiced and temporal (thirds of the active frames) statistics
-    names += [f"mfcc{i:02d}_voiced_mean" for i in range(N_MFCC)]
-    names += [f"mfcc{i:02d}_voiced_std" for i in range(N_MFCC)]
-    names += [f"mel{i:02d}_voiced_mean" for i in range(N_MELS)]
-    names += [f"mfcc{i:02d}_unvoiced_mean" for i in range(N_MFCC)]
-    for third in ("t1", "t2", "t3"):
-        names += [f"mfcc{i:02d}_{third}_mean" for i in range(N_MFCC)]
-    names += [f"mfcc{i:02d}_ddstd" for i in range(N_MFCC)]
-    names += ["f0_st_p05", "f0_st_p95", "f0_st_absdelta", "f0_st_t1", "f0_st_t2", "f0_st_t3"]
-    names += ["energy_skew", "energy_kurt", "voiced_ratio", "energy_t1", "energy_t2", "energy_t3"]
-    names += ["mel_centroid_voiced_mean", "mel_centroid_voiced_std"]
-    return names
-
-
-def _frame_stats(m: np.ndarray, active: np.ndarray) -> np.ndarray:
-    a = m[active]
-    d = np.zeros_like(m)
-    if len(m) > 2:
-        d[1:-1] = 0.5 * (m[2:] - m[:-2])
-    da = d[active]
-    return np.concatenate([a.mean(0), a.std(0), da.std(0)])
-
-
-def utterance_features(x: np.ndarray, sr: int) -> np.ndarray:
-    """Raw (unnormalised) feature vector of one utterance, float64[len(feature_names())]."""
-    F = _frontend()
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        x = x.astype(np.float32)
-    lm = np.asarray(F.log_mel(x, sr, n_mels=N_MELS), dtype=np.float64)
-    mf = np.asarray(F.mfcc(x, sr, n_mfcc=N_MFCC, n_mels=N_MELS), dtype=np.float64)
-    n = min(len(lm), len(mf))
-    if n == 0:
-        raise ValueError("utterance too short for the emotion frontend")
-    lm, mf = lm[:n], mf[:n]
-    mx = lm.max(axis=1, keepdims=True)
-    energy = (mx + np.log(np.exp(lm - mx).sum(axis=1, keepdims=True)))[:, 0]
-    active = energy >= energy.max() - ACTIVE_RANGE_NATS
-    if active.sum() < MIN_ACTIVE_FRAMES:
-        active = np.zeros(n, dtype=bool)
-        active[np.argsort(energy)[-min(n, MIN_ACTIVE_FRAMES) :]] = True
-    ea = energy[active]
-    fn = F.functionals(x, sr)
-    fvals = [float(fn[k]) for k in F.FUNCTIONAL_NAMES]
-    out = np.concatenate(
-        [
-            _frame_stats(lm, active),
-            _frame_stats(mf, active),
-            [ea.mean(), ea.std(), np.percentile(ea, 10), np.percentile(ea, 90), active.mean()],
-            fvals,
-            _voiced_temporal(x, sr, lm, mf, energy, active),
-        ]
-    )
-    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def model_input_names(spec: dict) -> list[str]:
     """Raw feature names a model card's spec expects: the frontend's, then its embedding's (if any)."""
     from appliance.emotion.embedding import embedding_names
@@ -156,44 +108,6 @@ def raw_features(x: np.ndarray, sr: int, embedder: Any | None = None) -> np.ndar
     model has one (`appliance.emotion.embedding.SpeechEmbedder`). Training calls this too."""
     f = utterance_features(x, sr)
     return f if embedder is None else np.concatenate([f, embedder.embed(x, sr)])
-
-
-def _voiced_temporal(x, sr, lm, mf, energy, active) -> np.ndarray:
-    """Voiced/unvoiced MFCC and mel statistics, MFCC/pitch/energy by thirds, pitch range, energy shape."""
-    f0 = np.asarray(_frontend().yin_pitch(x, sr), dtype=np.float64)
-    n = len(lm)
-    f0 = np.pad(f0, (0, max(0, n - len(f0))))[:n]
-    voiced = (f0 > 0) & active
-    v = voiced if voiced.sum() >= 5 else active
-    uv = active & ~voiced
-    out: list = []
-    out += list(mf[v].mean(0)) + list(mf[v].std(0)) + list(lm[v].mean(0))
-    out += list(mf[uv].mean(0) if uv.sum() >= 3 else mf[active].mean(0))
-    idx = np.where(active)[0]
-    thirds = np.array_split(idx, 3)
-    for t in thirds:
-        out += list(mf[t].mean(0) if len(t) else mf[active].mean(0))
-    dd = np.zeros_like(mf)
-    if n > 4:
-        dd[2:-2] = mf[4:] - 2 * mf[2:-2] + mf[:-4]
-    out += list(dd[active].std(0))
-    fv = f0[voiced]
-    st = 12 * np.log2(fv / 55.0) if len(fv) >= 3 else np.zeros(3)
-    parts = np.array_split(st, 3)
-    out += [np.percentile(st, 5), np.percentile(st, 95), float(np.mean(np.abs(np.diff(st))))]
-    out += [p.mean() if len(p) else st.mean() for p in parts]
-    e = energy[active]
-    sd = e.std() + 1e-9
-    out += [
-        float(((e - e.mean()) ** 3).mean() / sd**3),
-        float(((e - e.mean()) ** 4).mean() / sd**4),
-        voiced.sum() / max(active.sum(), 1),
-    ]
-    out += [energy[t].mean() if len(t) else e.mean() for t in thirds]
-    w = np.exp(lm[v] - lm[v].max(1, keepdims=True))
-    c = (w * np.arange(lm.shape[1])).sum(1) / w.sum(1)
-    out += [c.mean(), c.std()]
-    return np.asarray(out, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- normalisation
@@ -338,17 +252,19 @@ def make_result(
     arousal_method: str = "circumplex",
     arousal_threshold: float = 0.0,
     high_labels: tuple[str, ...] | list[str] = HIGH_AROUSAL_LABELS,
+    arousal_probs: np.ndarray | None = None,
 ) -> EmotionResult:
     """EmotionResult from calibrated probabilities; arousal by `arousal_value` with the card's
-    method, head weight and decision threshold (defaults: the circumplex expectation)."""
+    method, head weight and decision threshold (defaults: the circumplex expectation), from
+    `arousal_probs` when given (the model's own probabilities, before a deployment prior: the
+    arousal threshold was chosen on them)."""
     probs = np.asarray(probs, dtype=np.float64)
     probs = probs / probs.sum()
     i = int(np.argmax(probs))
     _, v = circumplex(probs)
+    ap = probs if arousal_probs is None else np.asarray(arousal_probs, dtype=np.float64)
     a = float(
-        arousal_value(
-            probs, arousal_high, head_weight, arousal_method, arousal_threshold, high_labels
-        )
+        arousal_value(ap, arousal_high, head_weight, arousal_method, arousal_threshold, high_labels)
     )
     conf = float(probs[i])
     return EmotionResult(
@@ -399,7 +315,10 @@ class EmotionModel:
         model_path: Path,
         providers: list[str],
         embedder: Any | None = None,
+        prior: list[float] | tuple[float, ...] | None = None,
     ):
+        from appliance.emotion import policy as P
+
         self._session = session
         self.embedder = embedder
         self.card = card
@@ -416,6 +335,12 @@ class EmotionModel:
         self._input = spec["onnx_input"]
         self._outputs = [o.name for o in session.get_outputs()]
         self.model_path = model_path
+        # Real-call behaviour (models from 1.3 on; older cards keep their old outputs): deployment
+        # prior (the config's, else the card's), out-of-distribution model, abstention rule.
+        want = prior if prior else spec.get("deploy_prior")
+        self.prior = P.normalise_prior(want, len(self.labels)) if want else None
+        self.ood = P.OodModel.from_json(spec["ood"]) if spec.get("ood") else None
+        self.min_evidence_s = float((spec.get("abstain") or {}).get("min_duration_s", 0.0))
         self.info: dict[str, Any] = {
             "name": card.get("name", "emotion"),
             "version": spec["version"],
@@ -437,13 +362,15 @@ class EmotionModel:
         variant: str | None = None,
         providers: list[str] | tuple[str, ...] | None = None,
         intra_op_num_threads: int = 1,
+        prior: list[float] | tuple[float, ...] | None = None,
     ) -> EmotionModel:
         """Load and verify a model.
 
         `path`: a model directory (with `model_card.json`), a card file, or an ONNX file next to its
         card; None = the bundled model. `variant` ("int8"/"fp32") picks another file listed in the
         card instead of the card's `model_file`. `providers`: onnxruntime providers, default CPU;
-        CUDA is used only when requested and available.
+        CUDA is used only when requested and available. `prior`: a site's label prior (7 numbers,
+        label order; `[emotion] prior`), instead of the card's `deploy_prior`.
         """
         import onnxruntime as ort
 
@@ -519,7 +446,10 @@ class EmotionModel:
                 embedder = SpeechEmbedder.from_spec(spec["embedding"], int(intra_op_num_threads))
             except (EmbeddingError, KeyError, TypeError, ValueError) as exc:
                 raise ModelError(f"{card_path.name}: speech embedding unavailable ({exc})") from exc
-        return cls(sess, card, onnx_file, use, embedder)
+        try:
+            return cls(sess, card, onnx_file, use, embedder, prior)
+        except ValueError as exc:  # a prior of the wrong length or sign
+            raise ModelError(f"{card_path.name}: {exc}") from exc
 
     @staticmethod
     def _check_spec(spec: dict) -> None:
@@ -570,15 +500,35 @@ class EmotionModel:
         z = state.normalise(f, sr)
         probs, inten, ahigh = self.run_features(z[None, :])
         state.update(f, sr)
-        return self.result(probs[0], float(inten[0]), None if ahigh is None else float(ahigh[0]))
+        ood = float(self.ood.score(z)[0]) if self.ood is not None else None
+        ah = None if ahigh is None else float(ahigh[0])
+        return self.result(probs[0], float(inten[0]), ah, duration=len(audio) / sr, ood=ood)
 
     def result(
-        self, probs: np.ndarray, intensity: float, arousal_high: float | None
+        self,
+        probs: np.ndarray,
+        intensity: float,
+        arousal_high: float | None,
+        *,
+        duration: float | None = None,
+        ood: float | None = None,
     ) -> EmotionResult:
         """EmotionResult of one row of `run_features`' outputs, with the card's uncertainty
-        threshold and arousal rule."""
-        return make_result(
-            probs,
+        threshold and arousal rule; for models that have them, the deployment prior, the
+        out-of-distribution pull towards it (`ood`: the input's distance score) and the
+        short-utterance abstention (`duration` in seconds)."""
+        from appliance.emotion import policy as P
+
+        model_probs = np.asarray(probs, dtype=np.float64)
+        p = P.adjust_prior(model_probs, self.prior)
+        far = False
+        if self.ood is not None and ood is not None:
+            w = float(self.ood.weight(ood))
+            fallback = self.prior if self.prior is not None else np.full(len(p), 1.0 / len(p))
+            p = (1 - w) * p + w * fallback
+            far = ood > self.ood.q99
+        r = make_result(
+            p,
             intensity,
             self.threshold,
             arousal_high,
@@ -586,4 +536,7 @@ class EmotionModel:
             arousal_method=self.arousal_method,
             arousal_threshold=self.arousal_threshold,
             high_labels=self.arousal_high_labels,
+            arousal_probs=model_probs,
         )
+        short = duration is not None and duration < self.min_evidence_s
+        return P.abstain(r) if (far or short) else r

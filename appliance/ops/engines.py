@@ -43,7 +43,12 @@ def load_engines(cfg: AppConfig, with_stt: bool = True) -> Engines:
         variant=cfg.emotion.variant or None,
         providers=cfg.emotion.providers,
         intra_op_num_threads=cfg.emotion.threads,
+        prior=cfg.emotion.prior or None,
     )
+    if cfg.vad.speech_model == "silero":
+        from appliance.segment.vad import SpeechDetector
+
+        SpeechDetector.shared()  # a missing or altered VAD model fails here, not in a call
     transcriber = None
     if with_stt and cfg.stt.engine != "none":
         from appliance.stt.engines import create_transcriber

@@ -14,6 +14,7 @@ overrun (live capture must never stall PortAudio).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -34,7 +35,7 @@ from appliance.pipeline.writer import CallWriter
 from appliance.publish.pseudonym import Pseudonymiser, customer_key
 from appliance.scoring.call import CallScorer
 from appliance.scoring.rules import RuleEngine
-from appliance.segment.vad import Segmenter
+from appliance.segment.vad import Segment, Segmenter, clean_transcript
 from appliance.store.connection import StorageError
 from appliance.store.writer import Store
 from appliance.stt.base import Transcriber
@@ -167,7 +168,7 @@ class Pipeline:
         """Push one time-aligned chunk per speaker (from the capture thread)."""
         for speaker, chunk in chunks.items():
             for seg in call.segmenters[speaker].push(chunk):
-                self._submit(call, speaker, seg.start, seg.end, seg.audio)
+                self._submit(call, speaker, seg)
         segs = call.segmenters.values()
         opened = [s.open_since for s in segs if s.open_since is not None]
         call.watermark = min([max(s.position for s in segs), *opened])
@@ -176,7 +177,7 @@ class Pipeline:
         """End of call: flush the segmenters and queue the summary after the last utterance."""
         for speaker, segm in call.segmenters.items():
             for seg in segm.flush():
-                self._submit(call, speaker, seg.start, seg.end, seg.audio)  # type: ignore[arg-type]
+                self._submit(call, speaker, seg)  # type: ignore[arg-type]
         self._put(("end", call), force=True)
 
     def update_meta(self, call: CallSession, meta: CallMeta) -> None:
@@ -208,18 +209,17 @@ class Pipeline:
         # EU AI Act art. 5(1)(f): no emotion inference on workers unless explicitly allowed.
         return ("customer", "agent") if self.cfg.policy.agent_emotion else ("customer",)
 
-    def _submit(
-        self, call: CallSession, speaker: Speaker, start: float, end: float, audio: np.ndarray
-    ) -> None:
+    def _submit(self, call: CallSession, speaker: Speaker, seg: Segment) -> None:
         utt = Utterance(
             call_id=call.id,
             speaker=speaker,
-            start=round(start, 3),
-            end=round(end, 3),
-            audio=audio,
+            start=round(seg.start, 3),
+            end=round(seg.end, 3),
+            audio=seg.audio,
             sample_rate=call.sample_rate,
             index=call.next_index,
             ended_at_monotonic=time.monotonic(),
+            speech_prob=seg.speech_prob,
         )
         call.next_index += 1
         emo: Future | None = None
@@ -382,6 +382,11 @@ class Pipeline:
     ) -> None:
         emotion: EmotionResult | None = self._result(emo, "emotion")
         transcript: Transcript | None = self._result(stt, "stt")
+        if transcript is not None:
+            # what recognisers invent over music or noise ("Thank you.") is no customer's words
+            text = clean_transcript(transcript.text, utt.speech_prob)
+            if text != transcript.text:
+                transcript = dataclasses.replace(transcript, text=text or "", words=())
         call.held[utt.index] = (utt, emotion)
         self._release(
             call, call.redaction.add(utt.index, utt.speaker, utt.start, utt.end, transcript)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from appliance.config import AppConfig
+from appliance.emotion.policy import abstain_on_transcript
 from appliance.pipeline import records
 from appliance.pipeline.call import CallSession
 from appliance.pipeline.records import CallFacts, UtteranceScores
@@ -78,6 +79,8 @@ class CallWriter:
         text = transcript.text if transcript else None
         n_words = len(text.split()) if text else 0
         is_customer = utt.speaker == "customer"
+        # a backchannel ("mm-hmm", "okay", "thank you") carries no emotion the box can stand behind
+        emotion = abstain_on_transcript(emotion, text)
         text_sent = sentiment.text_sentiment(text) if (text and is_customer) else None
         phrases = sentiment.key_phrases(text, self.key_phrases) if (text and is_customer) else []
         fused = fuse(emotion, text_sent, n_words) if is_customer else None
@@ -92,6 +95,7 @@ class CallWriter:
             sentiment_confidence=fused.confidence if fused else 0.0,
             n_words=n_words,
             key_phrases=phrases,
+            text_sentiment=text_sent,
         )
         call.scorer.add(scored)
         return UtteranceScores(utt, emotion, transcript, text_sent, scored, phrases, wpm)

@@ -14,8 +14,28 @@ from appliance.types import EMOTION_LABELS, EmotionResult
 
 TEXT_WEIGHT_FULL = 0.6
 """Weight of text sentiment for an utterance of 4+ words (lexicon scores are noisy on short ones)."""
-UNCERTAIN_FACTOR = 0.35
-"""How much an `uncertain` acoustic estimate still counts, relative to a confident one."""
+ACOUSTIC_WEIGHT_WITH_TEXT = 0.25
+"""Weight of acoustic valence (times its confidence) when there is a transcript: valence comes from
+the words first. An emotion model trained on acted speech is weak on valence out of domain (on
+real calls its valence agreed with the text's sign about as often as chance)."""
+ACOUSTIC_WEIGHT_ALONE = 0.5
+"""Weight of acoustic valence (times its confidence) when there is no transcript."""
+NEUTRAL_TEXT_WEIGHT = 0.15
+"""Weight of a transcript of 3+ words without sentiment words, as evidence of a neutral state."""
+MIN_EVIDENCE_WORDS = 3
+"""Utterances with fewer words ("mm-hmm", "okay", "thank you", "bye") are backchannels: they do not
+enter the call's sentiment series, so a few short utterances cannot move it or raise an alert."""
+MIN_EVIDENCE_S_NO_TEXT = 1.5
+"""Without a transcript, an utterance counts as evidence from this duration on."""
+STRONG_TEXT = 0.5
+"""A text sentiment at or below -STRONG_TEXT is one strong negative cue on its own."""
+WEAK_ACOUSTIC = 0.2
+"""A certain acoustic valence at or below -WEAK_ACOUSTIC is a (weak) negative cue; a neutral label's
+few hundredths below 0 are not."""
+CALM_VOICE = 0.85
+"""A certain neutral label at or above this confidence, with low arousal, is a clearly calm voice."""
+STRONG_ACOUSTIC = 0.7
+"""A confident (>= this) acoustic label with valence <= -0.5 is one strong negative cue on its own."""
 
 
 @dataclass(frozen=True)
@@ -29,15 +49,20 @@ class FusedSentiment:
 def fuse(
     emotion: EmotionResult | None, text_sentiment: float | None, n_words: int
 ) -> FusedSentiment:
-    """Weighted mean of acoustic valence and text sentiment; uncertain acoustics weigh less."""
+    """Weighted mean of acoustic valence and text sentiment, words first: acoustic valence weighs
+    `ACOUSTIC_WEIGHT_WITH_TEXT` x its confidence next to a transcript (`ACOUSTIC_WEIGHT_ALONE`
+    without one) and an `uncertain` acoustic estimate does not count at all."""
     parts: list[tuple[float, float]] = []
-    if emotion is not None:
-        w = float(emotion.confidence) * (UNCERTAIN_FACTOR if emotion.uncertain else 1.0)
-        parts.append((float(emotion.valence), max(w, 0.05)))
-    # VADER's compound is 0 for text without sentiment words: that is "no opinion", not "neutral evidence".
+    if emotion is not None and not emotion.uncertain:
+        k = ACOUSTIC_WEIGHT_WITH_TEXT if n_words > 0 else ACOUSTIC_WEIGHT_ALONE
+        parts.append((float(emotion.valence), max(k * float(emotion.confidence), 0.01)))
+    # VADER's compound is 0 for text without sentiment words: on a short utterance that is "no
+    # opinion"; a sentence of several words without any is weak evidence of a neutral state.
     if text_sentiment is not None and n_words > 0 and abs(text_sentiment) > 0.05:
         w = TEXT_WEIGHT_FULL * min(1.0, n_words / 4.0)
         parts.append((float(text_sentiment), w))
+    elif text_sentiment is not None and n_words >= MIN_EVIDENCE_WORDS:
+        parts.append((0.0, NEUTRAL_TEXT_WEIGHT * min(1.0, n_words / 6.0)))
     if not parts:
         return FusedSentiment(None, 0.0)
     total = sum(w for _, w in parts)
@@ -104,10 +129,59 @@ class ScoredUtterance:
     sentiment_confidence: float
     n_words: int
     key_phrases: list[str] = field(default_factory=list)
+    text_sentiment: float | None = None
+    """The transcript's own sentiment (VADER), when the pipeline passes it."""
 
     @property
     def mid(self) -> float:
         return 0.5 * (self.start + self.end)
+
+    @property
+    def is_evidence(self) -> bool:
+        """Long enough to say something about the caller's state (not a backchannel)."""
+        if self.n_words > 0:
+            return self.n_words >= MIN_EVIDENCE_WORDS
+        return self.end - self.start >= MIN_EVIDENCE_S_NO_TEXT
+
+    @property
+    def text_cue(self) -> float | None:
+        """The words' part of the fused sentiment: `text_sentiment` when the pipeline passes it,
+        else recovered from `fuse`'s weights (the acoustic part's weight is known from the emotion
+        and the word count, so the rest of the weighted mean is the text's); None without one."""
+        if self.text_sentiment is not None or self.sentiment is None:
+            return self.text_sentiment
+        e, total = self.emotion, self.sentiment_confidence
+        w_a, v_a = 0.0, 0.0
+        if e is not None and not e.uncertain:
+            k = ACOUSTIC_WEIGHT_WITH_TEXT if self.n_words > 0 else ACOUSTIC_WEIGHT_ALONE
+            w_a, v_a = max(k * float(e.confidence), 0.01), float(e.valence)
+        w_t = total - w_a
+        if self.n_words == 0 or w_t < 1e-6:
+            return None
+        return float(np.clip((self.sentiment * total - v_a * w_a) / w_t, -1, 1))
+
+    @property
+    def negative_cues(self) -> int:
+        """0, 1 or 2: how strongly this utterance says "negative". 2 = both cues agree (text and a
+        certain acoustic label), or one strong cue alone; 1 = one weak cue."""
+        e = self.emotion
+        acoustic = e is not None and not e.uncertain and e.valence <= -WEAK_ACOUSTIC
+        strong_acoustic = acoustic and e.confidence >= STRONG_ACOUSTIC and e.valence <= -0.5
+        tc = self.text_cue
+        text = tc is not None and tc < -0.05
+        # negative words said in a clearly calm voice (a problem described, not a caller upset)
+        # count as one cue, not as a strong one
+        calm_voice = (
+            e is not None
+            and not e.uncertain
+            and e.label == "neutral"
+            and e.confidence >= CALM_VOICE
+            and e.arousal < 0
+        )
+        strong_text = tc is not None and tc <= -STRONG_TEXT and not calm_voice
+        if (acoustic and text) or strong_acoustic or strong_text:
+            return 2
+        return int(acoustic or text)
 
 
 @dataclass
@@ -128,8 +202,12 @@ class CallScorer:
     def customer(self) -> list[ScoredUtterance]:
         return [u for u in self.utterances if u.speaker == "customer"]
 
+    def evidence(self) -> list[ScoredUtterance]:
+        """Customer utterances that carry evidence: a sentiment and not a backchannel."""
+        return [u for u in self.customer() if u.sentiment is not None and u.is_evidence]
+
     def sentiment_series(self) -> tuple[list[float], list[float]]:
-        pts = [(u.mid, u.sentiment) for u in self.customer() if u.sentiment is not None]
+        pts = [(u.mid, u.sentiment) for u in self.evidence()]
         return [p[0] for p in pts], [p[1] for p in pts]
 
     def enthusiasm_series(self) -> tuple[list[float], list[float]]:
@@ -153,9 +231,20 @@ class CallScorer:
                 neg_streak += 1
             else:
                 break
+        level = float(np.mean(s[-3:])) if s else None
+        slope = slope_per_minute(t[-window:], s[-window:])
+        recent = self.evidence()[-4:]
+        cues = sum(u.negative_cues >= 2 for u in recent)
         return {
-            "sentiment": float(np.mean(s[-3:])) if s else None,
-            "sentiment_slope": slope_per_minute(t[-window:], s[-window:]),
+            "sentiment": level,
+            "sentiment_slope": slope,
+            # sustained evidence: at least two recent utterances negative by both cues (or one
+            # strong cue each); otherwise the alert signals stay at 0 (nothing to alert on)
+            "negative_evidence": float(cues),
+            "upset": min(level, 0.0) if level is not None and cues >= 2 else 0.0,
+            "decline": slope
+            if slope is not None and level is not None and level < 0 and cues >= 2
+            else 0.0,
             "enthusiasm": float(np.mean(e[-3:])) if e else None,
             "enthusiasm_slope": slope_per_minute(te[-window:], e[-window:]),
             "arousal": float(np.mean([u.emotion.arousal for u in cust[-3:] if u.emotion]))

@@ -28,12 +28,15 @@ CUSUM_K, CUSUM_H = 0.12, 0.45
 """CUSUM slack (ignored drift per call) and decision interval, in sentiment units."""
 CUSUM_CLIP = 0.35
 HISTORY = 20
-LEVEL_FLOOR, LEVEL_SPAN = -0.1, 0.3
-"""Level risk: 0 at a slow mean of LEVEL_FLOOR, 1 at LEVEL_FLOOR - LEVEL_SPAN (-0.4)."""
+LEVEL_FLOOR, LEVEL_SPAN = -0.05, 0.3
+"""Level risk: 0 at a slow mean of LEVEL_FLOOR, 1 at LEVEL_FLOOR - LEVEL_SPAN (-0.35). Fitted to
+emotion model 1.3's scale, where valence comes from the words first and a confident voice is
+needed to move it: polite real calls average above 0 (AWS call 40: +0.16), the demo's acted
+anger -0.24."""
 LEVEL_MIN_CALLS = 3
 """Scored calls before the level counts (one bad first call is not a relationship)."""
 AT_RISK = 0.5
-"""Level risk from which a persistently negative customer is `at_risk` (slow mean <= -0.25)."""
+"""Level risk from which a persistently negative customer is `at_risk` (slow mean <= -0.20)."""
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,12 @@
 """Declarative alert rules over live call signals, with hysteresis, cooldown and a budget.
 
+The default sentiment alerts watch `upset` and `decline` (`appliance.scoring.CallScorer.signals`):
+they stay at 0 unless recent customer utterances carry sustained negative evidence (two of the
+last four negative by both the words and the voice, or by one strong cue each), and backchannels
+never count, so a polite call with a few oddly scored "okay"s or "thank you"s raises nothing. As
+the signal itself needs several utterances, those two rules fire on the first evaluation that holds
+(`duration` 1); a second consecutive one would only delay an alert that is already sustained.
+
 A rule fires when its condition held for `duration` consecutive customer utterances (after
 `min_utterances`), then stays quiet until the signal crosses back past `clear` (hysteresis)
 and `cooldown` seconds passed. A call raises at most `budget_per_call` alerts: supervisors
@@ -18,24 +25,24 @@ _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge
 DEFAULT_RULES: tuple[RuleConfig, ...] = (
     RuleConfig(
         name="sentiment_declining",
-        signal="sentiment_slope",
+        signal="decline",
         op="<",
         threshold=-0.35,
         clear=-0.05,
         min_utterances=4,
-        duration=2,
+        duration=1,
         cooldown=90,
         severity="warning",
         action="intervention_recommended",
     ),
     RuleConfig(
         name="customer_upset",
-        signal="sentiment",
+        signal="upset",
         op="<",
         threshold=-0.4,
         clear=-0.1,
-        min_utterances=2,
-        duration=2,
+        min_utterances=3,
+        duration=1,
         cooldown=120,
         severity="critical",
         action="escalate",
@@ -92,6 +99,14 @@ DEFAULT_RULES: tuple[RuleConfig, ...] = (
     ),
 )
 
+# The gated signals are published under the contract's name of the signal they gate (the MQTT
+# schema lists the signal names a consumer may see; `upset` is a sentiment level, `decline` a slope).
+PUBLISHED_SIGNAL = {
+    "upset": "sentiment",
+    "decline": "sentiment_slope",
+    "negative_evidence": "negative_streak",
+}
+
 REASONS = {
     "sentiment_slope": "customer sentiment falling ({value:+.2f}/min)",
     "sentiment": "customer sentiment negative ({value:+.2f})",
@@ -102,6 +117,9 @@ REASONS = {
     "silence_s": "long silence ({value:.0f} s)",
     "health": "conversation health low ({value:.2f})",
     "negative_streak": "{value:.0f} negative customer utterances in a row",
+    "negative_evidence": "{value:.0f} of the last 4 customer utterances clearly negative",
+    "upset": "customer sentiment negative ({value:+.2f}) over several utterances",
+    "decline": "customer sentiment falling into the negative ({value:+.2f}/min)",
     "key_phrase": "escalation phrase heard",
 }
 ACTION_TEXT = {
@@ -183,7 +201,7 @@ class RuleEngine:
                 rule=rule.name,
                 severity=rule.severity,
                 action=rule.action,
-                signal=rule.signal,
+                signal=PUBLISHED_SIGNAL.get(rule.signal, rule.signal),
                 value=round(float(value), 4),
                 threshold=rule.threshold,
                 at=round(at, 2),

@@ -1,19 +1,38 @@
-"""Voice activity segmentation per channel: energy against a tracked noise floor.
+"""Voice activity segmentation per channel: energy against a tracked noise floor, then a learned
+speech check per segment.
 
 Telephone and headset channels are close-talk: the speaker is 10-30 dB above the line noise,
 so a level detector with an adaptive floor, onset confirmation, pre-roll and hangover cuts
-utterances reliably at a cost of microseconds per 10 ms frame (a neural VAD would cost more
-than the emotion model). Utterances longer than `max_utterance` are cut so scores stay live.
+utterances reliably at a cost of microseconds per 10 ms frame. Utterances longer than
+`max_utterance` are cut so scores stay live.
+
+A level detector cannot tell speech from hold music, ring-back, DTMF or beeps: 87 s of chorales
+became eight customer utterances with emotions, and the recogniser wrote "Thank you." over the
+music. So each closed segment is checked by Silero VAD (`SpeechDetector`; v6, MIT, the ONNX file
+that ships inside the faster-whisper wheel the box already carries, pinned by SHA-256, run on
+onnxruntime): a segment with less than `min_voiced` seconds of 32 ms chunks at speech probability
+>= `speech_threshold` is dropped before emotion and STT. Measured on the shared sets: hold music
+peaks at p = 0.18, speech chunks reach 0.9+; cost about 0.15 ms per 32 ms chunk (batched per
+segment, one core), well under 1 % of a core per channel.
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from appliance.config import VadConfig
+
+SILERO_FILE = "silero_vad_v6.onnx"
+SILERO_SHA256 = "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2"
+SILERO_SR = 16000
+SILERO_CHUNK = 512  # samples at 16 kHz: 32 ms
+SILERO_CONTEXT = 64  # samples of the previous chunk the model sees before each chunk
 
 FRAME_S = 0.01
 ONSET_FRAMES = 3  # 30 ms above threshold confirm speech: clicks and pops do not start an utterance
@@ -26,6 +45,87 @@ class Segment:
     start: float
     end: float
     audio: np.ndarray
+    speech_s: float | None = None
+    """Seconds of 32 ms chunks the speech detector judged speech (None: energy VAD only)."""
+    speech_prob: float | None = None
+    """Mean speech probability over the segment's chunks (None: energy VAD only)."""
+
+
+class VadError(RuntimeError):
+    """The speech detector's model is missing or fails its pinned SHA-256."""
+
+
+def silero_path() -> Path:
+    """The Silero VAD ONNX file inside the installed faster-whisper package."""
+    from importlib.resources import files
+
+    return Path(str(files("faster_whisper") / "assets" / SILERO_FILE))
+
+
+_DETECTOR: SpeechDetector | None = None
+_DETECTOR_LOCK = threading.Lock()
+
+
+class SpeechDetector:
+    """Silero VAD v6 (16 kHz, 32 ms chunks, LSTM state): speech probability per chunk.
+
+    One onnxruntime session per process (its `run` is thread-safe); each call of `probabilities`
+    starts from a fresh state, so segments of different calls never share state. The model treats
+    the batch axis as time (verified equal to chunk-by-chunk streaming), so a whole segment runs
+    in one call."""
+
+    def __init__(self, path: Path | None = None):
+        import onnxruntime as ort
+
+        path = Path(path) if path is not None else silero_path()
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise VadError(f"{path}: speech detector model unreadable ({exc})") from exc
+        if digest != SILERO_SHA256:
+            raise VadError(f"{path.name}: SHA-256 {digest[:12]}... is not the pinned Silero VAD v6")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def shared(cls) -> SpeechDetector:
+        """The process's detector (loaded and verified on first use)."""
+        global _DETECTOR
+        with _DETECTOR_LOCK:
+            if _DETECTOR is None:
+                _DETECTOR = cls()
+            return _DETECTOR
+
+    def probabilities(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Speech probability of each whole 32 ms chunk of `audio` (any supported rate)."""
+        x = np.asarray(audio, dtype=np.float32)
+        if sample_rate != SILERO_SR:
+            from appliance.capture.resample import resample
+
+            x = np.asarray(resample(x, sample_rate, SILERO_SR), dtype=np.float32)
+        n = len(x) // SILERO_CHUNK
+        if n == 0:
+            return np.zeros(0, np.float32)
+        b = x[: n * SILERO_CHUNK].reshape(n, SILERO_CHUNK)
+        ctx = np.concatenate([np.zeros((1, SILERO_CONTEXT), np.float32), b[:-1, -SILERO_CONTEXT:]])
+        state = np.zeros((1, 1, 128), np.float32)
+        out, _, _ = self.session.run(
+            None, {"input": np.concatenate([ctx, b], 1), "h": state, "c": state.copy()}
+        )
+        return np.ravel(out).astype(np.float32)
+
+
+def speech_evidence(
+    audio: np.ndarray, sample_rate: int, threshold: float, detector: SpeechDetector | None = None
+) -> tuple[float, float]:
+    """(seconds of speech chunks, mean speech probability) of a segment."""
+    p = (detector or SpeechDetector.shared()).probabilities(audio, sample_rate)
+    if len(p) == 0:
+        return 0.0, 0.0
+    return float(np.sum(p >= threshold)) * SILERO_CHUNK / SILERO_SR, float(np.mean(p))
 
 
 class Segmenter:
@@ -52,6 +152,9 @@ class Segmenter:
         self._lead = 0
         self.level_db = -120.0
         """Level of the last frame (dBFS), for meters and health."""
+        self.rejected = 0
+        """Segments the speech detector dropped as non-speech (music, tones, noise)."""
+        self._detector = SpeechDetector.shared() if s.speech_model == "silero" else None
 
     @property
     def speaking(self) -> bool:
@@ -90,7 +193,7 @@ class Segmenter:
         """Close an open utterance at the end of the stream."""
         if self._active and len(self._frames) >= self._min_frames:
             seg = self._close(self._frame_no)
-            return [seg]
+            return [seg] if seg is not None else []
         self._active = False
         self._frames = []
         return []
@@ -146,9 +249,57 @@ class Segmenter:
             self._lead = 0
         return closed
 
-    def _close(self, end_frame: int) -> Segment:
+    def _close(self, end_frame: int) -> Segment | None:
         audio = np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
         seg = Segment(start=self._start_frame * FRAME_S, end=end_frame * FRAME_S, audio=audio)
         self._active = False
         self._frames = []
-        return seg
+        return self._check_speech(seg)
+
+    def _check_speech(self, seg: Segment) -> Segment | None:
+        """The segment with its speech evidence, or None when it is not speech."""
+        if self._detector is None:
+            return seg
+        s = self.settings
+        speech_s, prob = speech_evidence(seg.audio, self.sr, s.speech_threshold, self._detector)
+        if speech_s < s.min_voiced:
+            self.rejected += 1
+            return None
+        return Segment(seg.start, seg.end, seg.audio, round(speech_s, 3), round(prob, 4))
+
+
+# Phrases Whisper-style recognisers write over music, tones and noise (their training subtitles'
+# closing lines). Over a segment the speech detector found little speech in, they are dropped.
+NONSPEECH_PHRASES: frozenset[str] = frozenset(
+    {
+        "you",
+        "thank you",
+        "thanks",
+        "thank you very much",
+        "thank you so much",
+        "thanks for watching",
+        "thank you for watching",
+        "bye",
+        "bye bye",
+        "okay",
+        "so",
+        "oh",
+        "hmm",
+        "music",
+        "applause",
+        "silence",
+        "subtitles by the amaraorg community",
+    }
+)
+NONSPEECH_TEXT_MAX_PROB = 0.35
+"""A known phrase is dropped when the segment's mean speech probability is below this."""
+
+
+def clean_transcript(text: str | None, speech_prob: float | None) -> str | None:
+    """The recogniser's text of a segment, or "" when it is one of the phrases recognisers invent
+    over non-speech and the speech detector heard little speech (mean probability below
+    `NONSPEECH_TEXT_MAX_PROB`). Unknown probability (energy VAD only) keeps the text."""
+    if not text or speech_prob is None or speech_prob >= NONSPEECH_TEXT_MAX_PROB:
+        return text
+    words = " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
+    return "" if not words or words in NONSPEECH_PHRASES else text
