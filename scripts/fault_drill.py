@@ -268,6 +268,14 @@ def _call_states(db: Path) -> dict[str, str]:
         con.close()
 
 
+def _count_calls(db: Path) -> int:
+    """Calls in the database (0 while it is not there yet)."""
+    try:
+        return len(_call_states(db)) if db.exists() else 0
+    except sqlite3.Error:
+        return 0
+
+
 def _resends(db: Path) -> list[int]:
     """Rows re-sent after each restart's checkpoint probe, in order (events `outbox_resend`)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -318,6 +326,7 @@ def run_crash_loop(
         while killed < kills and attempts < 3 * kills:
             attempts += 1
             before = count_rows(db)
+            calls_before = _count_calls(db)
             proc = subprocess.Popen(
                 analyze_cmd(True, db, broker.url),
                 env=env,
@@ -326,7 +335,9 @@ def run_crash_loop(
             )
             deadline = time.monotonic() + timeout
             while proc.poll() is None and time.monotonic() < deadline:
-                if count_rows(db, after_seq=before) >= 1:
+                # mid-call: this run's call is open and the broker acknowledged rows of it (not
+                # only the `aborted` message of the call the last kill left open)
+                if count_rows(db, after_seq=before) >= 3 and _count_calls(db) > calls_before:
                     break
                 time.sleep(0.005)
             time.sleep(rng.uniform(0.0, 1.5))
