@@ -60,12 +60,7 @@ class Session:
     publisher: Publisher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.store = Store(
-            self.db_path,
-            box_id=self.cfg.box.id,
-            min_free_mb=self.cfg.retention.min_free_mb,
-            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
-        )
+        self.store = Store.for_config(self.db_path, self.cfg)
         if self.mqtt_url:
             self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
         self.pipeline = Pipeline(

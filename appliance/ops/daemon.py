@@ -145,12 +145,7 @@ class Daemon:
 
             self.engines = load_engines(self.cfg)
         self.notifier.status("opening the database")
-        self.store = Store(
-            self.db_path,
-            box_id=self.cfg.box.id,
-            min_free_mb=self.cfg.retention.min_free_mb,
-            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
-        )
+        self.store = Store.for_config(self.db_path, self.cfg)
         if self.cfg.mqtt.url:
             from appliance.ops.analysis import start_publisher
 
