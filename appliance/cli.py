@@ -74,6 +74,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
         db_path=a.db,
         mqtt_url=a.mqtt or (cfg.mqtt.url or None),
         meta=meta,
+        enrolment=a.agent_enrolment,
     )
     if a.json:
         print(json.dumps(result))
@@ -298,6 +299,103 @@ def add_customer_key_parser(sub) -> None:
     k.set_defaults(func=cmd_customer_key)
 
 
+def _voip(a: argparse.Namespace, kind: str) -> int:
+    from appliance.config import ConfigError
+    from appliance.ops.engines import load_engines
+    from appliance.ops.voip import install_stop_handlers, run_voip, with_agent_nets
+    from appliance.voip.sniff import SniffError
+
+    try:
+        cfg = _load_cfg(a.config)
+        if kind == "tap":
+            nets = with_agent_nets(cfg, a.agent_net)
+        else:
+            nets = a.agent_net or ",".join(cfg.voip.agent_nets)
+        _check_voip_args(a, kind, nets)  # before the models load: a typo answers at once
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    import threading
+
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    engines = load_engines(cfg, with_stt=not a.no_stt)
+    try:
+        docs = run_voip(
+            kind,
+            cfg,
+            a.db,
+            engines,
+            mqtt_url=a.mqtt or (cfg.mqtt.url or None),
+            max_calls=a.max_calls,
+            stop=stop,
+            interface=getattr(a, "interface", ""),
+            agent_nets=nets,
+            listen=getattr(a, "listen", ""),
+        )
+    except (SniffError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if a.json:
+        print(json.dumps({"calls": docs}))
+    else:
+        for d in docs:
+            c, v = d["call"], d["voip"]
+            print(
+                f"call {c['id']} ({v['sip_call_id']}): {len(d['utterances'])} utterances, "
+                f"alerts {len(d['alerts'])}"
+            )
+    return 0
+
+
+def _check_voip_args(a: argparse.Namespace, kind: str, nets: str) -> None:
+    import socket
+
+    from appliance.voip.siprec import split_hostport
+    from appliance.voip.tap import parse_nets
+
+    if nets:
+        parse_nets(nets)
+    if kind == "tap":
+        try:
+            socket.if_nametoindex(a.interface)
+        except OSError:
+            raise ValueError(f"--interface: no network interface {a.interface!r}") from None
+    else:
+        split_hostport(a.listen)
+    if a.max_calls is not None and a.max_calls < 1:
+        raise ValueError("--max-calls must be at least 1")
+
+
+def cmd_tap(a: argparse.Namespace) -> int:
+    return _voip(a, "tap")
+
+
+def cmd_siprec(a: argparse.Namespace) -> int:
+    return _voip(a, "siprec")
+
+
+def _voip_parsers(sub) -> None:
+    """`tap` (passive SIP/RTP on a mirrored port) and `siprec` (a SIPREC recording server)."""
+    t = sub.add_parser("tap", help="score calls sniffed from a mirrored switch port (SIP/RTP)")
+    t.add_argument("--interface", required=True, help="capture interface (needs CAP_NET_RAW)")
+    s = sub.add_parser("siprec", help="a SIPREC recording server (RFC 7866) for PBXs and SBCs")
+    s.add_argument("--listen", required=True, metavar="HOST:PORT", help="SIP over UDP and TCP")
+    for p, func in ((t, cmd_tap), (s, cmd_siprec)):
+        p.add_argument(
+            "--agent-net",
+            metavar="CIDR",
+            help="agents' addresses, comma-separated (default voip.agent_nets)",
+        )
+        p.add_argument("--db", required=True, metavar="PATH")
+        p.add_argument("--mqtt", metavar="URL", help="publish through the outbox to this broker")
+        p.add_argument("--config", metavar="PATH", help="appliance config (TOML)")
+        p.add_argument("--max-calls", type=int, metavar="N", help="exit after N calls")
+        p.add_argument("--json", action="store_true", help='print {"calls": [...]} at the end')
+        p.add_argument("--no-stt", action="store_true", help="skip speech to text")
+        p.set_defaults(func=func)
+
+
 # -- parser --------------------------------------------------------------------------------
 
 
@@ -354,7 +452,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     an = sub.add_parser("analyze", help="analyse a WAV recording through the live pipeline")
     an.add_argument("file")
-    an.add_argument("--channels", help="agent,customer | customer,agent | customer | agent")
+    an.add_argument(
+        "--channels",
+        help="agent,customer | customer,agent | customer | agent | mixed (mono, diarized)",
+    )
+    an.add_argument(
+        "--agent-enrolment", metavar="WAV", help="with --channels mixed: the agent's voice"
+    )
     an.add_argument("--db", metavar="PATH", help="database (default: a temporary one)")
     an.add_argument("--mqtt", metavar="URL", help="publish through the outbox to this broker")
     an.add_argument("--json", action="store_true")
@@ -450,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     rt.set_defaults(func=cmd_retention)
     add_customer_key_parser(sub)
     add_bridge_parser(sub)
+    _voip_parsers(sub)
     return p
 
 

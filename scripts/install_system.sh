@@ -40,7 +40,8 @@ VENV=$APP_DIR/venv
 CONF_DIR=/etc/appliance
 STATE_DIR=/var/lib/appliance
 UNIT_DIR=/etc/systemd/system
-UNITS=(appliance.service appliance-panel.service appliance-retention.service appliance-retention.timer)
+UNITS=(appliance.service appliance-panel.service appliance-retention.service appliance-retention.timer
+  appliance-tap.service appliance-siprec.service)
 ENABLE=(appliance.service appliance-panel.service appliance-retention.timer)
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }

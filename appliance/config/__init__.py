@@ -24,6 +24,7 @@ from appliance.config.sections import (
     BridgeRouteConfig,
     ChannelMap,
     DaemonConfig,
+    DiarizeConfig,
     EmotionConfig,
     MqttConfig,
     PanelConfig,
@@ -35,6 +36,7 @@ from appliance.config.sections import (
     RuleConfig,
     SttConfig,
     VadConfig,
+    VoipConfig,
 )
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "ChannelMap",
     "ConfigError",
     "DaemonConfig",
+    "DiarizeConfig",
     "EmotionConfig",
     "MqttConfig",
     "PanelConfig",
@@ -58,6 +61,7 @@ __all__ = [
     "RuleConfig",
     "SttConfig",
     "VadConfig",
+    "VoipConfig",
     "check_broker_url",
     "config_from_dict",
     "config_reference",

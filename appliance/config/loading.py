@@ -153,7 +153,7 @@ def _cross_checks(cfg: AppConfig) -> None:
         if pid in ids[:i]:
             raise ConfigError(f"positions[{i}].id", f"duplicate position id {pid!r}")
     for i, pos in enumerate(cfg.positions):
-        if not pos.customer_device and pos.channels.agent == pos.channels.customer:
+        if not pos.customer_device and not pos.mono and pos.channels.agent == pos.channels.customer:
             raise ConfigError(
                 f"positions[{i}].channels.customer",
                 "agent and customer must be different channels of one device",
@@ -177,6 +177,7 @@ def _cross_checks(cfg: AppConfig) -> None:
     pr = cfg.emotion.prior
     if pr and (len(pr) != 7 or any(v < 0 for v in pr) or sum(pr) <= 0):
         raise ConfigError("emotion.prior", "needs 7 non-negative numbers in label order, not all 0")
+    _voip_checks(cfg)
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
@@ -191,6 +192,20 @@ def _check_listen(key: str, value: str) -> None:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(key, f"must be host:port (port 0-65535) or off, got {value!r}")
+
+
+def _voip_checks(cfg: AppConfig) -> None:
+    for i, net in enumerate(cfg.voip.agent_nets):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"voip.agent_nets[{i}]", f"not an address/prefix: {net!r}") from None
+    try:
+        re.compile(cfg.voip.agent_aor)
+    except re.error as exc:
+        raise ConfigError("voip.agent_aor", f"not a regular expression: {exc}") from None
+    if cfg.voip.rtp_port_max <= cfg.voip.rtp_port_min:
+        raise ConfigError("voip.rtp_port_max", "must be above voip.rtp_port_min")
 
 
 def is_loopback(host: str) -> bool:

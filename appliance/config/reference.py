@@ -27,6 +27,8 @@ def referenced_files(cfg: AppConfig) -> list[tuple[str, Path]]:
         ("panel.metrics_token_file", cfg.panel.metrics_token_file),
         ("daemon.metrics_token_file", cfg.daemon.metrics_token_file),
     ]
+    for i, pos in enumerate(cfg.positions):
+        pairs.append((f"positions[{i}].agent_enrolment", pos.agent_enrolment))
     for key, value in pairs:
         if value:
             out.append((key, cfg.resolve(value)))

@@ -262,6 +262,14 @@ class PositionConfig:
     call_type: str = _f(
         "support", "Default call type at this position.", choices=("support", "sales", "check-in")
     )
+    mono: bool = _f(
+        False,
+        "Both parties on one channel (channels.customer): diarized into agent and customer before emotion.",
+    )
+    agent_enrolment: str = _f(
+        "",
+        "WAV of this position's agent speaking (10-30 s): tells the agent's voice on a mono channel; empty = whoever speaks first is the agent.",
+    )
 
 
 @dataclass(frozen=True)
@@ -422,6 +430,58 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True)
+class VoipConfig:
+    agent_nets: list[str] = _f(
+        [],
+        "CIDRs of the agents' phones and softphones (tap --agent-net): the party inside is the agent.",
+    )
+    jitter_packets: int = _f(
+        4, "RTP packets a packet waits for before release (absorbs reordering).", min=0, max=50
+    )
+    jitter_max_ms: float = _f(
+        120.0, "Longest wait of a packet in the jitter buffer (ms).", min=0.0, max=2000.0
+    )
+    stall_s: float = _f(
+        0.3,
+        "A leg silent this long (no RTP) is treated as silence and no longer holds back the other.",
+        min=0.05,
+        max=10.0,
+    )
+    media_timeout_s: float = _f(
+        60.0, "A call with neither SIP nor RTP for this long ends (lost BYE).", min=1.0
+    )
+    dtmf_pause: bool = _f(
+        True,
+        "RFC 4733 keypad events (payment entry) pause transcription, both speakers; digits are never kept.",
+    )
+    dtmf_resume_s: float = _f(
+        8.0, "Call seconds after the last keypad event when transcription resumes.", min=0.0
+    )
+    rtp_port_min: int = _f(40000, "SIPREC recorder: first RTP port offered.", min=1024, max=65534)
+    rtp_port_max: int = _f(40999, "SIPREC recorder: last RTP port offered.", min=1025, max=65535)
+    agent_aor: str = _f(
+        "",
+        "SIPREC recorder: regular expression on a participant's address of record that marks the agent (e.g. ^sip:1[0-9]{3}@); agent_nets also match AOR hosts.",
+    )
+
+
+@dataclass(frozen=True)
+class DiarizeConfig:
+    threshold: float = _f(
+        0.5,
+        "Cosine distance to the agent's voice above which a stretch of a mono channel is the customer (enrolment), or that opens the second speaker (first speaker).",
+        min=0.0,
+        max=2.0,
+    )
+    window_s: float = _f(
+        1.0,
+        "Speech per speaker decision (s): the delay a mono channel adds before scoring.",
+        min=0.3,
+        max=5.0,
+    )
+
+
+@dataclass(frozen=True)
 class AppConfig:
     box: BoxConfig = _f(BoxConfig(), "This box.")
     paths: PathsConfig = _f(PathsConfig(), "Files and directories.")
@@ -444,6 +504,12 @@ class AppConfig:
     panel: PanelConfig = _f(PanelConfig(), "Supervisor panel.")
     daemon: DaemonConfig = _f(DaemonConfig(), "Live capture daemon.")
     bridge: BridgeConfig = _f(BridgeConfig(), "The CRM bridge: webhooks and routes.")
+    voip: VoipConfig = _f(
+        VoipConfig(), "VoIP capture: the passive SIP/RTP tap and the SIPREC recorder."
+    )
+    diarize: DiarizeConfig = _f(
+        DiarizeConfig(), "Two speakers on one channel (mono positions, mixed SIPREC streams)."
+    )
     analyze: AnalyzeConfig = _f(AnalyzeConfig(), "Offline analysis of recordings.")
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}

@@ -20,7 +20,7 @@ from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
 
-CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent")
+CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent", "mixed")
 
 
 def speakers_for(recording: Recording | WavFile, channels: str | None) -> list[str]:
@@ -29,6 +29,8 @@ def speakers_for(recording: Recording | WavFile, channels: str | None) -> list[s
     if channels is None:
         return ["customer"] if n == 1 else ["agent", "customer"]
     names = [c.strip() for c in channels.split(",")]
+    if names == ["mixed"] and n == 1:  # both parties on one channel: diarized
+        return names
     if any(c not in ("agent", "customer") for c in names) or len(set(names)) != len(names):
         raise ValueError(
             f"--channels must be one of {', '.join(CHANNEL_CHOICES)}; got {channels!r}"
@@ -59,12 +61,7 @@ class Session:
     publisher: Publisher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.store = Store(
-            self.db_path,
-            box_id=self.cfg.box.id,
-            min_free_mb=self.cfg.retention.min_free_mb,
-            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
-        )
+        self.store = Store.for_config(self.db_path, self.cfg)
         try:
             if self.mqtt_url:
                 self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
@@ -89,16 +86,27 @@ class Session:
         meta: CallMeta,
         speed: float = 0.0,
         source: str = "analyze",
+        enrolment: str | None = None,
     ):
         """One call from a decoded recording, or from a WAV file decoded as it goes."""
+        mixed = speakers == ["mixed"]
+        names = ["customer"] if mixed else speakers
         src: WavReplaySource | WavStreamSource
         if isinstance(recording, WavFile):
-            src = WavStreamSource(recording, speakers, speed=speed)  # type: ignore[arg-type]
+            src = WavStreamSource(recording, names, speed=speed)  # type: ignore[arg-type]
         else:
-            src = WavReplaySource(recording, speakers, speed=speed)  # type: ignore[arg-type]
+            src = WavReplaySource(recording, names, speed=speed)  # type: ignore[arg-type]
         call = self.pipeline.open_call(meta, src.sample_rate, source=source)
+        split = None
+        if mixed:
+            from appliance.diarize.split import MonoSplitter
+
+            split = MonoSplitter(src.sample_rate, self.cfg.vad, self.cfg.diarize, enrolment)
         for chunk in src.chunks():
-            self.pipeline.feed(call, chunk)
+            for part in split.push(chunk["customer"]) if split else [chunk]:
+                self.pipeline.feed(call, part)
+        for part in split.flush() if split else []:
+            self.pipeline.feed(call, part)
         self.pipeline.close_call(call)
         self.pipeline.wait(call)
         return call
@@ -121,14 +129,13 @@ def analyze_file(
     db_path: str | Path | None = None,
     mqtt_url: str | None = None,
     meta: CallMeta | None = None,
+    enrolment: str | None = None,
 ) -> dict:
     """Analyse one recording; returns the `analyze --json` document. AudioError before any write
     (also for a file longer than `analyze.max_duration_s`); StorageError when the database
     refused any of the call's writes (nothing silently lost). The file is decoded a block at a
     time: memory does not grow with its length."""
-    recording = open_wav(
-        path, cfg.analyze.max_duration_s
-    )  # validates first: a bad file writes nothing
+    recording = open_wav(path, cfg.analyze.max_duration_s)  # a bad file writes nothing
     speakers = speakers_for(recording, channels)
     tmp = None
     if db_path is None:
@@ -143,6 +150,7 @@ def analyze_file(
                 speakers,
                 meta
                 or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
+                enrolment=enrolment,
             )
         finally:
             session.close(flush_timeout=3.0)
@@ -155,15 +163,21 @@ def analyze_file(
         if tmp is not None:
             tmp.cleanup()
     elapsed = time.monotonic() - t0
+    rtf = elapsed / max(recording.duration, 1e-6)
+    return call_document(call, rtf, str(db_path) if tmp is None else None)
+
+
+def call_document(call: Any, rtf: float | None, db: str | None) -> dict:
+    """What `analyze --json` prints for a call (and `tap`/`siprec --json` for each of theirs)."""
     return {
         "call": {
             "id": call.id,
             "call_type": call.meta.call_type,
             "position": call.meta.position,
             **call.summary,
-            "rtf": round(elapsed / max(recording.duration, 1e-6), 3),
+            "rtf": None if rtf is None else round(rtf, 3),
         },
         "utterances": sorted(call.results, key=lambda u: (u["start"], u["speaker"])),
         "alerts": call.alerts,
-        "db": str(db_path) if tmp is None else None,
+        "db": db,
     }

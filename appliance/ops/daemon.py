@@ -155,12 +155,7 @@ class Daemon:
 
             self.engines = load_engines(self.cfg)
         self.notifier.status("opening the database")
-        self.store = Store(
-            self.db_path,
-            box_id=self.cfg.box.id,
-            min_free_mb=self.cfg.retention.min_free_mb,
-            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
-        )
+        self.store = Store.for_config(self.db_path, self.cfg)
         if self.cfg.mqtt.url:
             from appliance.publish.mqtt import Publisher
 
@@ -189,8 +184,14 @@ class Daemon:
                 log.error("metrics endpoint %s not started: %s", self.opts.metrics, exc)
         timing = self.opts.timing()
         for pos in self.cfg.positions:
+            factory = mono_factory(self.source_factory, self.cfg) if pos.mono else None
             self.workers[pos.id] = PositionWorker(
-                pos, self.cfg, self.pipeline, self.source_factory, timing, self.stop_event
+                pos,
+                self.cfg,
+                self.pipeline,
+                factory or self.source_factory,
+                timing,
+                self.stop_event,
             )
         self.router.deliver = {pid: w.submit for pid, w in self.workers.items()}
         if self.publisher is not None:
@@ -317,6 +318,17 @@ class Daemon:
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
         log.info("appliance stopped")
+
+
+def mono_factory(factory: SourceFactory, cfg: AppConfig) -> SourceFactory:
+    """A mono position's source, diarized into agent and customer before the pipeline."""
+    from appliance.diarize.split import DiarizedSource
+
+    def make(pos):
+        enrol = str(cfg.resolve(pos.agent_enrolment)) if pos.agent_enrolment else None
+        return DiarizedSource(factory(pos), cfg.vad, cfg.diarize, enrol, cfg.daemon.silence_end_s)
+
+    return make
 
 
 def run_daemon(

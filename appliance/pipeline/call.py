@@ -21,6 +21,12 @@ class CallMeta:
     """Customer reference as the CRM knows it; published only pseudonymised by default."""
     call_type: str = "support"
     segment: str = ""
+    sip_call_id: str = ""
+    """SIP Call-ID of a call the tap or the SIPREC recorder followed (stored, never published)."""
+    caller: str = ""
+    """Calling party's number; the customer's is stored pseudonymised (it is also customer_ref)."""
+    callee: str = ""
+    """Called party's number, the same way."""
 
 
 @dataclass

@@ -38,6 +38,8 @@ class CallFacts:
     started_at: float
     customer_key: str = ""
     """Id of the pseudonym key (`publish.pseudonym.key_id`); "" when published in clear."""
+    sip: tuple[str, str, str] = ("", "", "")
+    """SIP Call-ID, caller and callee of a VoIP call (stored on the box only)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ def call_records(
         ),
         "alerts": alerts,
     }
+    if any(call.sip):
+        row.update(zip(("sip_call_id", "caller", "callee"), call.sip, strict=True))
     body = {
         "call_id": call.call_id,
         "position": call.position,

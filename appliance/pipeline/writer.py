@@ -61,6 +61,7 @@ class CallWriter:
             segment=m.segment,
             source=call.source,
             started_at=call.started_at,
+            sip=(m.sip_call_id, m.caller, m.callee),
         )
 
     def _message(self, kind: str, body: dict, now: float | None = None) -> tuple[str, dict]:

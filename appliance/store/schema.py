@@ -168,3 +168,11 @@ def m004a_panel_sessions(db: sqlite_utils.Database) -> None:
 def m006_transcripts_withheld(db: sqlite_utils.Database) -> None:
     # 1 when transcription was paused for the utterance (payment): its text was never stored
     db["transcripts"].add_column("withheld", int)
+
+
+@migrations()
+def m007_call_sip(db: sqlite_utils.Database) -> None:
+    # calls the VoIP tap or the SIPREC recorder followed: the SIP Call-ID, caller and callee
+    # (the customer's number pseudonymised; in clear only as customer_ref, like any reference)
+    for column in ("sip_call_id", "caller", "callee"):
+        db["calls"].add_column(column, str)

@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from appliance.config import AppConfig
 from appliance.store import outbox, recovery, settings
 from appliance.store.connection import connect, immediate, migrate, storage_error
 
@@ -95,6 +96,16 @@ class Store:
         self._lock = threading.Lock()
         self.transcripts_suspended = False
         """Set when free disk fell below `min_free_mb`: transcripts are skipped, scores go on."""
+
+    @classmethod
+    def for_config(cls, path: str | Path, cfg: AppConfig) -> Store:
+        """The writer with the box id, disk guard and outbox cap a config asks for."""
+        return cls(
+            path,
+            box_id=cfg.box.id,
+            min_free_mb=cfg.retention.min_free_mb,
+            outbox_max_rows=cfg.mqtt.outbox_max_rows,
+        )
 
     @property
     def outbox_alarm(self) -> bool:

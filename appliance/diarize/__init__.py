@@ -1,0 +1,1 @@
+"""Speaker diarization of mono channels: who speaks when, agent or customer."""

@@ -1,0 +1,1 @@
+"""VoIP capture: the passive SIP/RTP tap and the SIPREC recorder."""
