@@ -55,3 +55,5 @@ class CallSession:
     alerts: list[dict] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     summary: dict = field(default_factory=dict)
+    write_failures: int = 0
+    """Writes of this call the store refused (its rows are incomplete)."""
