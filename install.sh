@@ -39,7 +39,7 @@ if [ "$SYSTEM" = 1 ] || [ "$UNINSTALL" = 1 ]; then
   exec "$ROOT/scripts/install_system.sh" "$@"
 fi
 
-RUNTIME_DEBS=(mosquitto libportaudio2 python3-venv)
+RUNTIME_DEBS=(mosquitto libportaudio2 python3-venv libsndfile1)
 DEV_DEBS=(espeak-ng sox libsndfile1 chromium mosquitto-clients alsa-utils libasound2-plugins shellcheck
   postgresql asterisk-core-sounds-en-wav sip-tester pulseaudio pulseaudio-utils
   asterisk-core-sounds-en)

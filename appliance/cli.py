@@ -46,7 +46,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_analyze(a: argparse.Namespace) -> int:
-    from appliance.capture.wav import AudioError, read_wav
+    from appliance.capture.wav import AudioError, open_wav
     from appliance.config import ConfigError
     from appliance.ops.analysis import analyze_file, speakers_for
     from appliance.ops.engines import load_engines
@@ -54,8 +54,8 @@ def cmd_analyze(a: argparse.Namespace) -> int:
 
     try:
         cfg = _load_cfg(a.config)
-        rec = read_wav(a.file)  # refuse a bad file before loading models or touching a database
-        speakers_for(rec, a.channels)
+        # refuse a bad or too long file before loading models or touching a database
+        speakers_for(open_wav(a.file, cfg.analyze.max_duration_s), a.channels)
     except (AudioError, ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -107,14 +107,22 @@ def cmd_check_config(a: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {a.path}: {exc}", file=sys.stderr)
         return 1
-    missing = [(k, p) for k, p in referenced_files(cfg) if not p.exists()]
-    for key, p in missing:
-        print(f"{'error' if a.strict else 'warning'}: {key}: {p} does not exist", file=sys.stderr)
+    missing = [(k, p, why) for k, p in referenced_files(cfg) if (why := _missing(p))]
+    for key, p, why in missing:
+        print(f"{'error' if a.strict else 'warning'}: {key}: {p} {why}", file=sys.stderr)
     if missing and a.strict:
         return 1
     _warn_open_metrics(cfg)
     print(f"ok: {a.path} (box {cfg.box.id}, {len(cfg.positions)} position(s))")
     return 0
+
+
+def _missing(p: Path) -> str:
+    """Why a file the config names cannot be used ("" when it exists)."""
+    try:
+        return "" if p.exists() else "does not exist"
+    except OSError as exc:  # e.g. a folder this user may not enter
+        return f"cannot be checked ({exc.strerror})"
 
 
 def _warn_open_metrics(cfg) -> None:
@@ -566,6 +574,25 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except (RuntimeError, ValueError) as exc:
+        code = _reported(exc)
+        if code is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return code
+
+
+def _reported(exc: BaseException) -> int | None:
+    """The exit code of a failure a command reports in one line (the message names the key or
+    the file and why), never as a traceback: a bad config (2), a database it cannot open or
+    write, an unusable key (1). None for anything else."""
+    from appliance.config import ConfigError
+    from appliance.publish.pseudonym import PseudonymKeyError
+    from appliance.store.connection import StorageError
+
+    if isinstance(exc, ConfigError):
+        return EXIT_BAD_INPUT
+    return 1 if isinstance(exc, (StorageError, PseudonymKeyError)) else None
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ and the database is intact.
 
     .venv/bin/python scripts/fault_drill.py            # real model via the `appliance` CLI
     .venv/bin/python scripts/fault_drill.py --fake-model   # CI: same CLI, stub emotion model
+    .venv/bin/python scripts/fault_drill.py --crash-loop 14  # 14 analysers killed with -9 mid-call:
+                                                  # deliveries per message, re-sends per restart,
+                                                  # calls left open (stub model)
 
 `--fake-model` runs the same `appliance analyze` command line in a child process with the
 emotion model replaced by a stub (and speech to text off), for machines without the trained
@@ -257,6 +260,128 @@ def run_drill(
         broker.close()
 
 
+def _call_states(db: Path) -> dict[str, str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return dict(con.execute("SELECT id, state FROM calls"))
+    finally:
+        con.close()
+
+
+def _count_calls(db: Path) -> int:
+    """Calls in the database (0 while it is not there yet)."""
+    try:
+        return len(_call_states(db)) if db.exists() else 0
+    except sqlite3.Error:
+        return 0
+
+
+def _resends(db: Path) -> list[int]:
+    """Rows re-sent after each restart's checkpoint probe, in order (events `outbox_resend`)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = con.execute(
+            "SELECT json_extract(detail, '$.rows') FROM events WHERE kind = 'outbox_resend'"
+            " ORDER BY id"
+        )
+        return [int(r[0]) for r in rows]
+    finally:
+        con.close()
+
+
+def run_crash_loop(
+    workdir: Path,
+    kills: int = 14,
+    seed: int = 22,
+    infer_s: float = 0.25,
+    timeout: float = 60.0,
+    log=lambda *a: None,
+) -> dict:
+    """`kills` analyser processes killed with -9 mid-call, then one clean run and a flush.
+
+    Each run is the stub-model `appliance analyze` on the same database, killed at a random
+    moment (seeded) after the broker acknowledged its first row. A CRM-style subscriber stays
+    connected throughout and counts every delivery: `deliveries_per_message` is deliveries over
+    distinct outbox rows. `resent_per_restart` is what each restart's checkpoint probe sent
+    again (it must stay flat, not grow with the number of crashes). Every call a kill left
+    open must end up closed, and the subscriber must have its final `call` message.
+    """
+    import random
+
+    from appliance.publish.broker import LocalBroker
+    from tests.support.mqtt import DedupSubscriber
+
+    rng = random.Random(seed)
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "loop.db"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DRILL_INFER_S": str(infer_s),
+    }
+    broker = LocalBroker(workdir=workdir / "broker", autosave_interval=3600).start()
+    sub = DedupSubscriber(broker.url, client_id="crm-loop").start()
+    killed = attempts = 0
+    try:
+        while killed < kills and attempts < 3 * kills:
+            attempts += 1
+            before = count_rows(db)
+            calls_before = _count_calls(db)
+            proc = subprocess.Popen(
+                analyze_cmd(True, db, broker.url),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and time.monotonic() < deadline:
+                # mid-call: this run's call is open and the broker acknowledged rows of it (not
+                # only the `aborted` message of the call the last kill left open)
+                if count_rows(db, after_seq=before) >= 3 and _count_calls(db) > calls_before:
+                    break
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 1.5))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed += 1
+            proc.wait(10)
+            log(f"run {attempts}: killed {killed}/{kills}, rows {count_rows(db)}")
+        rc, dt, err = run(analyze_cmd(True, db, broker.url), timeout, env)
+        flush = [*appliance_cli(), "outbox", "flush", "--db", str(db), "--mqtt", broker.url]
+        frc, _, ferr = run([*flush, "--timeout", "30"], timeout, env)
+        ids = outbox_ids(db)
+        sub.wait_for(set(ids), timeout=20)
+        states = _call_states(db)
+        with sub._lock:
+            finals = {
+                d["call_id"]: d["state"]
+                for d in sub.by_id.values()
+                if d.get("schema") == "call/1" and d["state"] != "live"
+            }
+        resent = _resends(db)
+        return {
+            "kills": killed,
+            "runs": attempts + 1,
+            "final_run_rc": rc,
+            "final_run_error": err.strip().splitlines()[-1:] if rc else [],
+            "flush_rc": frc,
+            "rows": len(ids),
+            "received": sub.received,
+            "received_unique": len(sub.ids() & set(ids)),
+            "lost": len(set(ids) - sub.ids()),
+            "deliveries_per_message": round(sub.received / max(1, len(ids)), 3),
+            "resent_per_restart": resent,
+            "calls": len(states),
+            "calls_live_after": sum(1 for s in states.values() if s == "live"),
+            "calls_by_state": {s: list(states.values()).count(s) for s in set(states.values())},
+            "calls_final_message": sum(1 for c in states if c in finals),
+            "flush_error": ferr.strip().splitlines()[-1:] if frc else [],
+        }
+    finally:
+        sub.stop()
+        broker.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child-analyze":
@@ -271,6 +396,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--autosave", type=int, default=3600, help="mosquitto autosave_interval (s)")
     ap.add_argument(
         "--stt", action="store_true", help="speech to text on (slow; it does not touch MQTT)"
+    )
+    ap.add_argument(
+        "--crash-loop",
+        type=int,
+        metavar="N",
+        help="instead: N analyser runs killed with -9 mid-call, then a clean run (stub model)",
     )
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args(argv)
@@ -287,6 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     if find_mosquitto() is None:
         print("error: mosquitto is not installed", file=sys.stderr)
         return 2
+    if a.crash_loop:
+        with tempfile.TemporaryDirectory(prefix="crash-loop-") as tmp:
+            result = run_crash_loop(Path(a.workdir or tmp), a.crash_loop, log=log)
+        print(json.dumps(result))
+        return 0
     if a.workdir:
         result = run_drill(Path(a.workdir), fake, a.autosave, log=log, stt=a.stt)
     else:

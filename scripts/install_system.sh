@@ -181,7 +181,7 @@ say "board $BOARD, target ${ROOT:-/}"
 
 # 1. Debian packages (not into --root: they belong to the image build)
 if [ -z "$ROOT" ] && [ "$NO_APT" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  debs=(python3-venv libportaudio2 alsa-utils openssl)
+  debs=(python3-venv libportaudio2 alsa-utils openssl libsndfile1)
   missing=()
   for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -192,7 +192,7 @@ if [ -z "$ROOT" ] && [ "$NO_APT" = 0 ] && command -v apt-get >/dev/null 2>&1; th
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
 else
-  say "skipping Debian packages (python3-venv libportaudio2 alsa-utils openssl)"
+  say "skipping Debian packages (python3-venv libportaudio2 alsa-utils openssl libsndfile1)"
 fi
 
 # 2. service user, member of audio (for /dev/snd)
@@ -234,7 +234,7 @@ mkdir -p "$ROOT$APP_DIR"
 tar -C "$SRC" -cf - \
   --exclude=./.git --exclude=./.venv --exclude=./venv --exclude='__pycache__' \
   --exclude=./.pytest_cache --exclude=./.ruff_cache --exclude=./.hypothesis --exclude=./.numba_cache \
-  --exclude='*.db' --exclude='*.db-wal' --exclude='*.db-shm' --exclude=./tmp --exclude=./out \
+  --exclude='*.db' --exclude='*.db-wal' --exclude='*.db-shm' --exclude='*.db.writers' --exclude=./tmp --exclude=./out \
   --exclude='*.egg-info' --exclude=./build --exclude=./node_modules --exclude='./_*_tmp.py' . |
   tar -C "$ROOT$APP_DIR" -xf - --no-same-owner
 chown -R root:root "$ROOT$APP_DIR"

@@ -75,3 +75,16 @@ def central_dsn(request, tmp_path):
     if request.param == "sqlite":
         return str(tmp_path / "central.db")
     return request.getfixturevalue("pg_dsn")
+
+
+@pytest.fixture
+def small_disk():
+    """A real 2 MiB tmpfs the test can fill (`fill()`, `release()`); skipped without root."""
+    from support.disk import SmallDisk
+
+    try:
+        disk = SmallDisk(2048)
+    except OSError as exc:
+        pytest.skip(str(exc))
+    yield disk
+    disk.close()

@@ -1,5 +1,5 @@
 """No customer reference in the system log: commands through a real broker to the daemon (applied,
-refused by the contract, refused for an unknown position, dropped on a full queue) log what
+refused by the contract, refused for an unknown position, refused by a stalled position) log what
 happened, never the customer; the panel's access log is checked in test_panel_streams."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from support.fakes import ScriptedSource
 from support.mqtt import cti_client
 from test_daemon import Running, _cfg, _rows, _wait
 
+from appliance.capture import position
 from appliance.publish.broker import LocalBroker, find_mosquitto
 from appliance.publish.commands import CommandRejected
 
@@ -20,8 +21,9 @@ SECRET = "CRM-SECRET-4711"
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
-def test_commands_are_logged_without_the_customer(tmp_path, caplog):
+def test_commands_are_logged_without_the_customer(tmp_path, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
+    monkeypatch.setattr(position, "SUBMIT_WAIT_S", position.SUBMIT_WAIT_S)  # restored after
     with LocalBroker(persistence=False) as broker:
         cfg = _cfg(tmp_path, mqtt={"url": broker.url})
         db = cfg.resolve(cfg.paths.db)
@@ -45,12 +47,16 @@ def test_commands_are_logged_without_the_customer(tmp_path, caplog):
                 c.loop_stop()
                 c.disconnect()
             worker = d.workers["pos-1"]
-            worker.commands = queue.Queue(maxsize=1)  # a stalled worker: the next one is dropped
+            worker.commands = queue.Queue(maxsize=1)  # a stalled worker: the next one is refused
+            monkeypatch.setattr(worker, "_apply_commands", lambda: None)
             worker.commands.put({"action": "update"})
-            worker.submit({"position": "pos-1", "action": "update", "customer": SECRET})
+            position.SUBMIT_WAIT_S = 0.1
+            with pytest.raises(CommandRejected) as exc:
+                d.dispatch({"position": "pos-1", "action": "update", "customer": SECRET}, "panel")
+            assert SECRET not in str(exc.value)
             with pytest.raises(CommandRejected) as exc:
                 d.dispatch({"position": "pos-1", "customer": SECRET + "!"}, "panel")
             assert SECRET not in str(exc.value)
-    assert "command queue full, update dropped" in caplog.text
+    assert "position pos-1 takes no commands (1 waiting)" in caplog.text
     assert "rejected" in caplog.text and "command start from mqtt" in caplog.text
     assert SECRET not in caplog.text

@@ -79,6 +79,7 @@ def populated(tmp_path):
     _call(s, "c-new", new)
     _utt(s, "c-new", 0, new)
     _call(s, "c-live", old, state="live")  # never ended: kept, its old utterances go
+    _call(s, "c-crashed", old, state="aborted")  # closed after a crash: purged like an ended one
     _utt(s, "c-live", 0, old)
     alerts = [
         {"id": "a-old", "call_id": "c-old", "created_at": NOW - 200 * DAY},
@@ -108,7 +109,7 @@ def test_purge_per_table(populated):
     db, seqs = populated
     cfg = RetentionConfig(transcripts_days=7, scores_days=365, outbox_sent_days=7, alerts_days=180)
     counts = purge(db, cfg, now=NOW)
-    assert counts["calls"] == 1  # c-old (ended, 400 days); c-live is never purged while live
+    assert counts["calls"] == 2  # c-old (ended) and c-crashed (aborted), 400 days; c-live stays
     assert counts["utterances"] == 2  # c-old's and c-live's 400-day-old utterances
     assert counts["transcripts"] == 4  # 30 and 400 days old: past 7 days
     assert counts["alerts"] == 1

@@ -122,3 +122,21 @@ def test_readonly_connection(fresh_db):
     with pytest.raises(sqlite3.OperationalError):
         db.execute("INSERT INTO settings(key, value) VALUES ('a', 'b')")
     db.conn.close()
+
+
+def test_outbox_text_is_the_payload_with_its_seq(fresh_db):
+    """The payload is serialised before the write lock with a placeholder seq, numbered inside
+    it: whatever digits the values hold (a float's 999999999999 tail, the placeholder itself as
+    an index), the stored text is exactly the payload with its seq."""
+    bodies = [
+        {"uptime_s": 999999999999.0, "outbox_pending": 999999999999, "broker_connected": True},
+        {"uptime_s": 0.14999999999999997, "outbox_pending": 0, "broker_connected": False},
+    ]
+    msgs = [("health", contract.new_message("health", "test-box", b)) for b in bodies]
+    stamped = fresh_db.write(messages=msgs)
+    stored = [
+        json.loads(p) for (p,) in fresh_db.db.execute("SELECT payload FROM outbox ORDER BY seq")
+    ]
+    assert stored == stamped
+    assert [p["seq"] for p in stored] == [1, 2]
+    assert [p["outbox_pending"] for p in stored] == [999999999999, 0]

@@ -45,6 +45,15 @@ later: a click or a cough does not). Must exceed hangover + min_speech + vad.pre
 RETRY_S = 3.0
 """Wait before reopening a capture device that failed or vanished (USB unplugged); doubles
 while it stays away, up to 60 s."""
+COMMAND_QUEUE = 1024
+"""Commands waiting for a position. A CTI burst fits; beyond it `submit` blocks its caller
+(the MQTT reader: the broker holds the rest, QoS 1 flow control) instead of dropping any."""
+SUBMIT_WAIT_S = 5.0
+"""How long `submit` blocks on a full queue before it gives up (a position that stopped
+taking commands), well inside the MQTT keep-alive."""
+APPLY_PER_CHUNK = 32
+"""Commands applied between two chunks: a burst is spread over a few chunks, so capture keeps
+pace (1,600 commands a second)."""
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,7 @@ class PositionWorker:
         self.opts = opts
         self.stop_event = stop
         self.stats = StreamStats()
-        self.commands: queue.Queue[dict] = queue.Queue(maxsize=64)
+        self.commands: queue.Queue[dict] = queue.Queue(maxsize=COMMAND_QUEUE)
         self.call = None
         self.managed = False
         self.pending_meta: CallMeta | None = None
@@ -146,11 +155,14 @@ class PositionWorker:
     # -- public (other threads) ------------------------------------------------------------
 
     def submit(self, cmd: dict) -> None:
+        """Queue a command for this position's thread; RuntimeError if it takes none for
+        SUBMIT_WAIT_S (the caller rejects and counts it: never dropped silently)."""
         try:
-            self.commands.put_nowait(cmd)
+            self.commands.put(cmd, timeout=SUBMIT_WAIT_S)
         except queue.Full:
-            action = cmd.get("action", "update")  # never the command: it holds the customer
-            log.warning("position %s: command queue full, %s dropped", self.pos.id, action)
+            raise RuntimeError(
+                f"position {self.pos.id} takes no commands ({self.commands.maxsize} waiting)"
+            ) from None
 
     @property
     def in_call(self) -> bool:
@@ -311,7 +323,7 @@ class PositionWorker:
             self.pipeline.close_call(call)
 
     def _apply_commands(self) -> None:
-        while True:
+        for _ in range(APPLY_PER_CHUNK):
             try:
                 cmd = self.commands.get_nowait()
             except queue.Empty:

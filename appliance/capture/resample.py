@@ -17,7 +17,7 @@ from math import gcd
 
 import numpy as np
 
-__all__ = ["resample", "mulaw_encode", "mulaw_decode", "telephone_channel"]
+__all__ = ["StreamResampler", "resample", "mulaw_encode", "mulaw_decode", "telephone_channel"]
 
 #: Zero crossings of the sinc on each side, measured at the lower of the two rates. 16 gives a
 #: transition band of a few percent of Nyquist; more only costs CPU.
@@ -93,6 +93,52 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
             rows = windows[start : start + (q1 - q0 - 1) * down + 1 : down]
             y[r + q0 * up : r + q1 * up : up] = rows @ coeffs
     return y.astype(np.float32)
+
+
+class StreamResampler:
+    """`resample` over a signal that arrives in pieces, with the same output as resampling the
+    whole signal at once (so a recording can be decoded and resampled a block at a time).
+
+    Each piece is filtered with `context` input samples of its neighbours on both sides (more
+    than the filter reaches), so `push` returns the output up to `context` samples before the
+    end of what it was given; `flush` returns the rest.
+    """
+
+    def __init__(self, sr_in: int, sr_out: int):
+        g = gcd(sr_in, sr_out)
+        self.sr_in, self.sr_out = sr_in, sr_out
+        self.up, self.down = sr_out // g, sr_in // g
+        bank, centre = _polyphase(self.up, self.down)
+        reach = bank.shape[1] + centre // self.up + self.down + 2
+        # a multiple of `down`, so every piece starts on an output sample
+        self.context = self.down * -(-reach // self.down)
+        self._left = np.zeros(self.context, np.float32)
+        self._buf = np.zeros(0, np.float32)
+
+    def _run(self, seg: np.ndarray, n_out: int) -> np.ndarray:
+        y = resample(seg, self.sr_in, self.sr_out)
+        off = self.context * self.up // self.down
+        return y[off : off + n_out]
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        self._buf = np.concatenate([self._buf, np.asarray(x, np.float32)])
+        n = (len(self._buf) - self.context) // self.down * self.down
+        if n <= 0:
+            return np.zeros(0, np.float32)
+        seg = np.concatenate([self._left, self._buf[: n + self.context]])
+        y = self._run(seg, n * self.up // self.down)
+        self._left = seg[n : n + self.context].copy()
+        self._buf = self._buf[n:]
+        return y
+
+    def flush(self) -> np.ndarray:
+        n = len(self._buf)
+        if n == 0:
+            return np.zeros(0, np.float32)
+        seg = np.concatenate([self._left, self._buf])
+        y = self._run(seg, -(-n * self.up // self.down))
+        self._buf = np.zeros(0, np.float32)
+        return y
 
 
 # --- G.711 mu-law ---------------------------------------------------------------------------

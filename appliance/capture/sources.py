@@ -15,7 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
-from appliance.capture.wav import Recording, to_pipeline_rate
+from appliance.capture.resample import StreamResampler
+from appliance.capture.wav import PIPELINE_RATES, Recording, WavFile, to_pipeline_rate
 from appliance.types import Speaker
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,21 @@ class Source(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def _paced(
+    chunks: Iterator[dict[Speaker, np.ndarray]], speed: float, closed: threading.Event
+) -> Iterator[dict[Speaker, np.ndarray]]:
+    """`chunks` at `speed` times real time (0 = as fast as they are taken) until `closed`."""
+    t0 = time.monotonic()
+    for i, chunk in enumerate(chunks):
+        if closed.is_set():
+            return
+        if speed > 0:
+            delay = t0 + i * CHUNK_S / speed - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        yield chunk
 
 
 class WavReplaySource:
@@ -56,16 +72,60 @@ class WavReplaySource:
     def chunks(self) -> Iterator[dict[Speaker, np.ndarray]]:
         hop = int(self.sample_rate * CHUNK_S)
         n = len(next(iter(self._channels.values())))
-        t0 = time.monotonic()
-        for i, start in enumerate(range(0, n, hop)):
+        split = ({sp: c[s : s + hop] for sp, c in self._channels.items()} for s in range(0, n, hop))
+        return _paced(split, self.speed, self._closed)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class WavStreamSource:
+    """Replays a WAV file decoded a block at a time (`WavFile.blocks`), resampled as it goes:
+    what it holds does not grow with the file. `speakers[i]` names channel i."""
+
+    def __init__(self, wav: WavFile, speakers: list[Speaker], speed: float = 0.0):
+        if len(speakers) != wav.n_channels:
+            raise ValueError(f"{wav.n_channels} channel(s) but {len(speakers)} speaker name(s)")
+        self.wav = wav
+        self.speakers = list(speakers)
+        self.sample_rate = wav.sample_rate if wav.sample_rate in PIPELINE_RATES else 16000
+        self.speed = speed
+        self._closed = threading.Event()
+
+    @property
+    def duration(self) -> float:
+        return self.wav.duration
+
+    def _split(self) -> Iterator[dict[Speaker, np.ndarray]]:
+        hop = int(self.sample_rate * CHUNK_S)
+        rs = {}
+        if self.sample_rate != self.wav.sample_rate:
+            rs = {
+                sp: StreamResampler(self.wav.sample_rate, self.sample_rate) for sp in self.speakers
+            }
+        held = {sp: np.zeros(0, np.float32) for sp in self.speakers}
+
+        def take(final: bool) -> Iterator[dict[Speaker, np.ndarray]]:
+            n = min(len(x) for x in held.values())
+            end = n if final else n - n % hop
+            for s in range(0, end, hop):
+                yield {sp: x[s : min(s + hop, end)] for sp, x in held.items()}
+            for sp in held:
+                held[sp] = held[sp][end:]
+
+        for block in self.wav.blocks():
+            for i, sp in enumerate(self.speakers):
+                x = np.ascontiguousarray(block[:, i])
+                held[sp] = np.concatenate([held[sp], rs[sp].push(x) if rs else x])
+            yield from take(final=False)
             if self._closed.is_set():
                 return
-            if self.speed > 0:
-                due = t0 + i * CHUNK_S / self.speed
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            yield {sp: c[start : start + hop] for sp, c in self._channels.items()}
+        for sp, r in rs.items():
+            held[sp] = np.concatenate([held[sp], r.flush()])
+        yield from take(final=True)
+
+    def chunks(self) -> Iterator[dict[Speaker, np.ndarray]]:
+        return _paced(self._split(), self.speed, self._closed)
 
     def close(self) -> None:
         self._closed.set()

@@ -17,6 +17,7 @@ from appliance.config.loading import (
 from appliance.config.reference import config_reference, describe, referenced_files
 from appliance.config.sections import (
     AlertsConfig,
+    AnalyzeConfig,
     AppConfig,
     BoxConfig,
     BridgeConfig,
@@ -40,6 +41,7 @@ from appliance.config.sections import (
 
 __all__ = [
     "AlertsConfig",
+    "AnalyzeConfig",
     "AppConfig",
     "BoxConfig",
     "BridgeConfig",

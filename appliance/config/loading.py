@@ -1,10 +1,13 @@
 """Loading a TOML config: walk the document against the dataclasses, check every value and
-the cross-section rules; a `ConfigError` names the failing key."""
+the cross-section rules; a `ConfigError` names the failing key, or `(file)` / `(syntax)` and the
+reason, whatever the input: a file in another encoding, nested a thousand levels deep or
+megabytes long, NaN and infinity, control characters, numbers too large for a float."""
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import math
 import re
 import tomllib
@@ -14,8 +17,57 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from appliance.config.errors import ConfigError
+from appliance.config.errors import ConfigError, show
 from appliance.config.sections import AppConfig
+
+MAX_FILE_BYTES = 1 << 20
+"""A config file larger than this is refused (a real one is a few kB)."""
+MAX_STRING = 1024
+"""Longest string value unless a field says otherwise (`maxlen`)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML file; ConfigError with the reason for anything that is not a sane one."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError("(file)", f"cannot read {show(str(path), 200)}: {reason}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError("(file)", f"{path} is larger than {MAX_FILE_BYTES} bytes")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ConfigError("(file)", f"{path} is UTF-16 text: save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "(file)",
+            f"{path} is not UTF-8 text (byte {exc.start}: {show(raw[exc.start : exc.start + 4])})",
+        ) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("(syntax)", f"{path}: {exc}") from exc
+    except RecursionError as exc:
+        raise ConfigError("(syntax)", f"{path}: arrays or tables nested too deeply") from exc
+
+
+def _check_str(key: str, value: str, meta: dict) -> None:
+    if _CONTROL.search(value):
+        raise ConfigError(key, f"control characters are not allowed, got {show(value)}")
+    if len(value) > meta.get("maxlen", MAX_STRING):
+        raise ConfigError(key, f"longer than {meta.get('maxlen', MAX_STRING)} characters")
+    if meta.get("nonempty") and not value.strip():
+        raise ConfigError(key, "must not be empty")
+    if meta.get("path") and value:
+        if len(value.encode()) > 4095:
+            raise ConfigError(key, "path longer than 4095 bytes")
+        for part in Path(value).parts:
+            if len(part.encode()) > 255:
+                raise ConfigError(key, f"path component longer than 255 bytes: {show(part)}")
 
 
 def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
@@ -27,29 +79,33 @@ def _check_scalar(key: str, value: Any, tp: Any, meta: dict) -> Any:
         return _check_scalar(key, value, args[0], meta)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(key, f"must be true or false, got {value!r}")
+            raise ConfigError(key, f"must be true or false, got {show(value)}")
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"must be an integer, got {value!r}")
+            raise ConfigError(key, f"must be an integer, got {show(value)}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"must be a number, got {value!r}")
-        value = float(value)
-    elif tp is str and not isinstance(value, str):
-        raise ConfigError(key, f"must be a string, got {value!r}")
+            raise ConfigError(key, f"must be a number, got {show(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+        if not math.isfinite(value):  # nan passes every comparison below and disables checks
+            raise ConfigError(key, f"must be a finite number, got {show(value)}")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {show(value)}")
+        _check_str(key, value, meta)
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(
-            key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}"
+            key, f"must be one of {', '.join(map(str, meta['choices']))}; got {show(value)}"
         )
     if "min" in meta and value < meta["min"]:
-        raise ConfigError(key, f"must be >= {meta['min']}, got {value!r}")
+        raise ConfigError(key, f"must be >= {meta['min']}, got {show(value)}")
     if "max" in meta and value > meta["max"]:
-        raise ConfigError(key, f"must be <= {meta['max']}, got {value!r}")
-    if "pattern" in meta:
-        import re
-
-        if not re.fullmatch(meta["pattern"], value):
-            raise ConfigError(key, f"must match {meta['pattern']}, got {value!r}")
+        raise ConfigError(key, f"must be <= {meta['max']}, got {show(value)}")
+    if "pattern" in meta and not re.fullmatch(meta["pattern"], value):
+        raise ConfigError(key, f"must match {meta['pattern']}, got {show(value)}")
     return value
 
 
@@ -63,7 +119,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for key in data:
         if key not in fields:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{prefix}{key}", f"unknown key (known keys: {known})")
+            # as TOML would quote it: an empty or odd key stays visible in the message
+            name = key if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key) else json.dumps(key)[:66]
+            raise ConfigError(f"{prefix}{name}", f"unknown key (known keys: {known})")
     kwargs = {}
     for name, f in fields.items():
         if name not in data:
@@ -79,10 +137,13 @@ def _value(key: str, value: Any, tp: Any, meta: dict) -> Any:
     if typing.get_origin(tp) is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(key, f"must be a list, got {value!r}")
+            raise ConfigError(key, f"must be a list, got {show(value)}")
+        if len(value) < meta.get("min_items", 0):
+            raise ConfigError(key, f"needs at least {meta['min_items']} item(s)")
         if dataclasses.is_dataclass(item_tp):
             return [_build(item_tp, v, f"{key}[{i}].") for i, v in enumerate(value)]
-        return [_check_scalar(f"{key}[{i}]", v, item_tp, meta) for i, v in enumerate(value)]
+        items = meta.get("items", {})
+        return [_check_scalar(f"{key}[{i}]", v, item_tp, items) for i, v in enumerate(value)]
     return _check_scalar(key, value, tp, meta)
 
 
@@ -121,6 +182,17 @@ def _cross_checks(cfg: AppConfig) -> None:
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
+    _check_listen("daemon.metrics_listen", cfg.daemon.metrics_listen)
+
+
+def _check_listen(key: str, value: str) -> None:
+    """`off`, or host:port with port 0-65535 (0: any free port); [v6]:port too."""
+    if value == "off":
+        return
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(key, f"must be host:port (port 0-65535) or off, got {value!r}")
 
 
 def _language_checks(cfg: AppConfig) -> None:
@@ -168,10 +240,10 @@ def check_broker_url(key: str, url: str, tls_off_loopback: bool = False) -> None
     if "@" in u.netloc:
         raise ConfigError(key, "must not hold credentials: use mqtt.username and password_file")
     try:
-        port = u.port
-    except ValueError:
-        port = -1
-    if not u.hostname or port == -1 or u.path not in ("", "/") or u.query or u.fragment:
+        _ = u.port  # parsed on access
+    except ValueError as exc:  # "Port out of range 0-65535", "Port could not be cast ..."
+        raise ConfigError(key, f"{exc} in {url[:80]!r}") from None
+    if not u.hostname or u.path not in ("", "/") or u.query or u.fragment:
         raise ConfigError(key, f"must be mqtt[s]://host[:port], got {url[:80]!r}")
     if any(c.isspace() or ord(c) < 33 for c in url):
         raise ConfigError(key, f"must not contain spaces, got {url[:80]!r}")
@@ -188,14 +260,7 @@ def config_from_dict(data: dict, base_dir: str | Path = "") -> AppConfig:
 
 
 def load_config(path: str | Path) -> AppConfig:
-    """Read and validate a TOML config file."""
+    """Read and validate a TOML config file; any failure is a ConfigError with the reason."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError("(file)", f"cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("(syntax)", f"{path}: {exc}") from exc
+    data = read_toml(path)
     return config_from_dict(data, base_dir=path.resolve().parent)

@@ -1,6 +1,6 @@
 """The configuration: one frozen dataclass per TOML section, every field with its help text and
-constraints (choices, min, max, pattern) in its metadata, which loading checks and
-`appliance check-config --describe` prints."""
+constraints (choices, min, max, pattern, nonempty, path, maxlen, items, min_items) in its
+metadata, which loading checks and `appliance check-config --describe` prints."""
 
 from __future__ import annotations
 
@@ -46,13 +46,18 @@ class BoxConfig:
 @dataclass(frozen=True)
 class PathsConfig:
     db: str = _f(
-        "appliance.db", "SQLite database file (relative paths are relative to the config file)."
+        "appliance.db",
+        "SQLite database file (relative paths are relative to the config file).",
+        nonempty=True,
+        path=True,
     )
     numba_cache: str = _f(
-        "", "Writable directory for numba's compiled-kernel cache; empty = numba's default."
+        "",
+        "Writable directory for numba's compiled-kernel cache; empty = numba's default.",
+        path=True,
     )
     state_dir: str = _f(
-        "", "Writable state directory (keys, caches); empty = the database's folder."
+        "", "Writable state directory (keys, caches); empty = the database's folder.", path=True
     )
 
 
@@ -71,10 +76,12 @@ class MqttConfig:
         "", "MQTT client id; empty = appliance-<box id>. Stable ids give persistent sessions."
     )
     username: str = _f("", "Broker user name.")
-    password_file: str = _f("", "File holding the broker password (kept out of the config).")
-    ca_file: str = _f("", "CA certificate for TLS (mqtts://).")
-    cert_file: str = _f("", "Client certificate for TLS.")
-    key_file: str = _f("", "Client private key for TLS.")
+    password_file: str = _f(
+        "", "File holding the broker password (kept out of the config).", path=True
+    )
+    ca_file: str = _f("", "CA certificate for TLS (mqtts://).", path=True)
+    cert_file: str = _f("", "Client certificate for TLS.", path=True)
+    key_file: str = _f("", "Client private key for TLS.", path=True)
     keepalive: int = _f(30, "Keep-alive interval in seconds.", min=5, max=3600)
     pseudonymise_customers: bool = _f(
         True, "Publish customer references as a keyed hash, never in clear."
@@ -91,8 +98,8 @@ class MqttConfig:
     )
     reconnect_max_delay: float = _f(30.0, "Longest reconnect delay (s).", min=0.1, max=3600.0)
     checkpoint_interval: float = _f(
-        2.0,
-        "Seconds between retained checkpoints while rows are being acknowledged.",
+        0.1,
+        "Least seconds between retained checkpoints; a new one follows each PUBACK of the previous one while rows are acknowledged (a restart re-sends what came after the last).",
         min=0.0,
         max=3600.0,
     )
@@ -130,10 +137,10 @@ class SttConfig:
         choices=("auto", "vosk", "whisper", "none"),
     )
     vosk_model: str = _f(
-        "", "Directory of an English Vosk model (install.sh --vosk-model installs one)."
+        "", "Directory of an English Vosk model (install.sh --vosk-model installs one).", path=True
     )
     whisper_model: str = _f(
-        "", "Directory of a CTranslate2 Whisper model; empty = the bundled tiny.en."
+        "", "Directory of a CTranslate2 Whisper model; empty = the bundled tiny.en.", path=True
     )
     threads: int = _f(1, "CPU threads per STT decode.", min=1, max=16)
     workers: int = _f(
@@ -201,7 +208,9 @@ class RedactionConfig:
 @dataclass(frozen=True)
 class EmotionConfig:
     model: str = _f(
-        "", "ONNX emotion model file or directory with its card; empty = the bundled model."
+        "",
+        "ONNX emotion model file or directory with its card; empty = the bundled model.",
+        path=True,
     )
     variant: str = _f(
         "",
@@ -212,6 +221,7 @@ class EmotionConfig:
     providers: list[str] = _f(
         ["CPUExecutionProvider"],
         "onnxruntime execution providers in order of preference (CUDAExecutionProvider on a Jetson/CUDA box).",
+        min_items=1,
     )
     min_duration: float = _f(
         0.6, "Utterances shorter than this (s) get no emotion.", min=0.1, max=10.0
@@ -330,7 +340,11 @@ class RuleConfig:
             "follow_up",
         ),
     )
-    call_types: list[str] = _f([], "Call types the rule applies to; empty = all.")
+    call_types: list[str] = _f(
+        [],
+        "Call types the rule applies to; empty = all.",
+        items={"choices": ("support", "sales", "check-in")},
+    )
 
 
 @dataclass(frozen=True)
@@ -356,11 +370,11 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class PanelConfig:
-    host: str = _f("127.0.0.1", "Address the panel listens on.")
+    host: str = _f("127.0.0.1", "Address the panel listens on.", nonempty=True)
     port: int = _f(8443, "Panel port.", min=1, max=65535)
-    cert_file: str = _f("", "TLS certificate of the panel.")
-    key_file: str = _f("", "TLS key of the panel.")
-    metrics_token_file: str = _f("", "File holding the bearer token for /metrics.")
+    cert_file: str = _f("", "TLS certificate of the panel.", path=True)
+    key_file: str = _f("", "TLS key of the panel.", path=True)
+    metrics_token_file: str = _f("", "File holding the bearer token for /metrics.", path=True)
     session_idle_minutes: float = _f(
         30.0, "A session unused this long ends (an open Live page keeps it in use).", min=1.0
     )
@@ -402,7 +416,19 @@ class DaemonConfig:
         "host:port of the Prometheus text endpoint (localhost only by default); off disables it.",
     )
     metrics_token_file: str = _f(
-        "", "File with a bearer token the metrics endpoint requires (warned about off loopback)."
+        "",
+        "File with a bearer token the metrics endpoint requires (warned about off loopback).",
+        path=True,
+    )
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    max_duration_s: float = _f(
+        14400.0,
+        "Longest recording `appliance analyze` takes (s); a longer one is refused (exit 2) before anything is decoded. Files are decoded a block at a time, so memory does not grow with the length.",
+        min=1.0,
+        max=604800.0,
     )
 
 
@@ -492,7 +518,9 @@ class AppConfig:
     )
     emotion: EmotionConfig = _f(EmotionConfig(), "Emotion model.")
     vad: VadConfig = _f(VadConfig(), "Voice activity detection.")
-    positions: list[PositionConfig] = _f([PositionConfig()], "Agent positions served by this box.")
+    positions: list[PositionConfig] = _f(
+        [PositionConfig()], "Agent positions served by this box.", min_items=1
+    )
     rules: list[RuleConfig] = _f(
         [], "Alert rules; empty = the shipped defaults (see appliance.scoring.rules.DEFAULT_RULES)."
     )
@@ -507,6 +535,7 @@ class AppConfig:
     diarize: DiarizeConfig = _f(
         DiarizeConfig(), "Two speakers on one channel (mono positions, mixed SIPREC streams)."
     )
+    analyze: AnalyzeConfig = _f(AnalyzeConfig(), "Offline analysis of recordings.")
     base_dir: str = field(
         default="", metadata={"help": "(internal) folder of the config file", "internal": True}
     )

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.capture.sources import WavReplaySource
-from appliance.capture.wav import Recording, read_wav
+from appliance.capture.sources import WavReplaySource, WavStreamSource
+from appliance.capture.wav import Recording, WavFile, open_wav
 from appliance.config import AppConfig
 from appliance.pipeline.call import CallMeta
 from appliance.pipeline.orchestrator import Pipeline
 from appliance.publish.mqtt import Publisher
+from appliance.store.connection import StorageError
 from appliance.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,9 @@ log = logging.getLogger(__name__)
 CHANNEL_CHOICES = ("agent,customer", "customer,agent", "customer", "agent", "mixed")
 
 
-def speakers_for(recording: Recording, channels: str | None) -> list[str]:
+def speakers_for(recording: Recording | WavFile, channels: str | None) -> list[str]:
     """Map file channels to speakers: mono = customer unless told agent; stereo in the order given."""
-    n = len(recording.channels)
+    n = recording.n_channels if isinstance(recording, WavFile) else len(recording.channels)
     if channels is None:
         return ["customer"] if n == 1 else ["agent", "customer"]
     names = [c.strip() for c in channels.split(",")]
@@ -60,34 +61,41 @@ class Session:
     publisher: Publisher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.store = Store(
-            self.db_path,
-            box_id=self.cfg.box.id,
-            min_free_mb=self.cfg.retention.min_free_mb,
-            outbox_max_rows=self.cfg.mqtt.outbox_max_rows,
-        )
-        if self.mqtt_url:
-            self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
-        self.pipeline = Pipeline(
-            self.cfg,
-            self.store,
-            self.engines.emotion,
-            self.engines.transcriber,
-            on_stored=self.publisher.wake if self.publisher else None,
-            block_when_full=self.block_when_full,
-        )
+        self.store = Store.for_config(self.db_path, self.cfg)
+        try:
+            if self.mqtt_url:
+                self.publisher = start_publisher(self.cfg, self.db_path, self.mqtt_url)
+            self.pipeline = Pipeline(
+                self.cfg,
+                self.store,
+                self.engines.emotion,
+                self.engines.transcriber,
+                on_stored=self.publisher.wake if self.publisher else None,
+                block_when_full=self.block_when_full,
+            )
+        except BaseException:  # e.g. an unusable pseudonym key: leave nothing running
+            if self.publisher is not None:
+                self.publisher.stop()
+            self.store.close()
+            raise
 
     def replay(
         self,
-        recording: Recording,
+        recording: Recording | WavFile,
         speakers: list[str],
         meta: CallMeta,
         speed: float = 0.0,
         source: str = "analyze",
         enrolment: str | None = None,
     ):
+        """One call from a decoded recording, or from a WAV file decoded as it goes."""
         mixed = speakers == ["mixed"]
-        src = WavReplaySource(recording, ["customer"] if mixed else speakers, speed=speed)  # type: ignore[arg-type]
+        names = ["customer"] if mixed else speakers
+        src: WavReplaySource | WavStreamSource
+        if isinstance(recording, WavFile):
+            src = WavStreamSource(recording, names, speed=speed)  # type: ignore[arg-type]
+        else:
+            src = WavReplaySource(recording, names, speed=speed)  # type: ignore[arg-type]
         call = self.pipeline.open_call(meta, src.sample_rate, source=source)
         split = None
         if mixed:
@@ -123,24 +131,35 @@ def analyze_file(
     meta: CallMeta | None = None,
     enrolment: str | None = None,
 ) -> dict:
-    """Analyse one recording; returns the `analyze --json` document. AudioError before any write."""
-    recording = read_wav(path)  # validates first: a bad file writes nothing
+    """Analyse one recording; returns the `analyze --json` document. AudioError before any write
+    (also for a file longer than `analyze.max_duration_s`); StorageError when the database
+    refused any of the call's writes (nothing silently lost). The file is decoded a block at a
+    time: memory does not grow with its length."""
+    recording = open_wav(path, cfg.analyze.max_duration_s)  # a bad file writes nothing
     speakers = speakers_for(recording, channels)
     tmp = None
     if db_path is None:
         tmp = tempfile.TemporaryDirectory(prefix="appliance-analyze-")
         db_path = Path(tmp.name) / "analyze.db"
     t0 = time.monotonic()
-    session = Session(cfg, Path(db_path), engines, mqtt_url=mqtt_url)
     try:
-        call = session.replay(
-            recording,
-            speakers,
-            meta or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
-            enrolment=enrolment,
-        )
+        session = Session(cfg, Path(db_path), engines, mqtt_url=mqtt_url)
+        try:
+            call = session.replay(
+                recording,
+                speakers,
+                meta
+                or CallMeta(position=cfg.positions[0].id, call_type=cfg.positions[0].call_type),
+                enrolment=enrolment,
+            )
+        finally:
+            session.close(flush_timeout=3.0)
+        if call.write_failures:
+            raise StorageError(
+                f"{db_path}: {call.write_failures} write(s) of call {call.id} failed"
+                f" ({session.pipeline.stats.last_write_error}); its scores are incomplete"
+            )
     finally:
-        session.close(flush_timeout=3.0)
         if tmp is not None:
             tmp.cleanup()
     elapsed = time.monotonic() - t0

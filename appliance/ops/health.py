@@ -14,6 +14,8 @@ Definitions:
                captured on all positions, over the last interval; < 1 keeps up.
   streams[].rtf  capture-thread seconds (VAD, call detection) per audio second of that position.
   overruns     utterances the pipeline dropped (queue full) + input overflows PortAudio reported.
+  write_lock_max_s  the longest this process held SQLite's write lock (a transaction held
+               longer than 1 s is logged with its thread); not published.
   alarms       outbox_full (pending > mqtt.outbox_max_rows), disk_low (free < retention.min_free_mb
                or transcripts suspended), overrun (new overruns in the interval), temperature
                (>= TEMP_ALARM_C), broker_down (a broker is configured and not connected).
@@ -37,7 +39,7 @@ from appliance.capture.position import StreamSnapshot
 from appliance.config import AppConfig
 from appliance.publish import contract
 from appliance.store import settings
-from appliance.store.connection import connect
+from appliance.store.connection import LOCK_STATS, StorageError, connect
 from appliance.store.outbox import pending_count
 from appliance.store.writer import Store
 
@@ -123,6 +125,8 @@ class RuntimeSnapshot:
     broker_connected: bool = False
     commands_applied: int = 0
     commands_rejected: int = 0
+    write_failures: int = 0
+    """Utterances and call rows the database refused (full disk, I/O error): lost."""
 
 
 class HealthSource(Protocol):
@@ -168,6 +172,8 @@ class HealthMonitor:
         self._prev: dict[str, Any] = {}
         self._prev_t = time.monotonic()
         self.last: dict | None = None
+        self.store_failures = 0
+        """Snapshots the database refused (kept in `last` all the same)."""
         self._last_alarms: list[str] | None = None
         self._read_db = None
 
@@ -226,8 +232,8 @@ class HealthMonitor:
             latency_p95 = round(sorted(lat)[int(0.95 * (len(lat) - 1))], 3) if lat else None
             try:
                 pending = self._outbox_pending()
-            except Exception:
-                log.exception("outbox count failed")
+            except Exception as exc:  # a read never fails the snapshot
+                log.warning("outbox count failed: %s", exc)
                 pending = 0
             disk_free = _disk_free_mb(Path(src.db_path).parent)
             temp = read_temperature()
@@ -270,6 +276,9 @@ class HealthMonitor:
                 "software_version": __version__,
                 "commands_applied": int(rt.commands_applied),
                 "commands_rejected": int(rt.commands_rejected),
+                "write_failures": int(rt.write_failures),
+                "write_lock_max_s": round(LOCK_STATS.max_s, 3),
+                "write_lock_slow": LOCK_STATS.slow,
                 "alarms": alarms,
             }
             self.last = snap
@@ -301,13 +310,20 @@ class HealthMonitor:
         return body
 
     def collect_and_store(self, publish: bool = True) -> dict:
-        """Snapshot -> settings `health` (+ a `health` outbox message) in one transaction."""
+        """Snapshot -> settings `health` (+ a `health` outbox message) in one transaction.
+
+        A database that refuses the write (locked past the busy timeout, full) costs this one
+        snapshot's row, not the snapshot: `last` (and /metrics) still has it."""
         snap = self.collect()
         messages = []
         if publish:
             msg = contract.new_message("health", self.src.cfg.box.id, self.message_body(snap))
             messages.append(("health", msg))
-        self.store.write(settings_json={settings.HEALTH: snap}, messages=messages)
+        try:
+            self.store.write(settings_json={settings.HEALTH: snap}, messages=messages)
+        except StorageError as exc:
+            self.store_failures += 1
+            log.warning("health snapshot not stored: %s", exc)
         if snap["alarms"] and snap["alarms"] != self._last_alarms:
             log.warning("health alarms: %s", ", ".join(snap["alarms"]))
         self._last_alarms = snap["alarms"]

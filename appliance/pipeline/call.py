@@ -61,3 +61,5 @@ class CallSession:
     """Speaker -> the Future of their last utterance's transcript (the next decode's context)."""
     partial: Any = None
     """The customer's open utterance as the partials thread sees it (`pipeline.partials`)."""
+    write_failures: int = 0
+    """Writes of this call the store refused (its rows are incomplete)."""

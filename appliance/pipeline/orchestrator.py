@@ -40,6 +40,7 @@ from appliance.publish.pseudonym import Pseudonymiser, customer_key
 from appliance.scoring.call import CallScorer
 from appliance.scoring.rules import RuleEngine
 from appliance.segment.vad import Segment, Segmenter, clean_transcript
+from appliance.store.connection import StorageError
 from appliance.store.writer import Store
 from appliance.stt.base import DecodeHints, Transcriber
 from appliance.stt.call_redaction import CallRedaction, Released
@@ -80,6 +81,9 @@ class PipelineStats:
     )
     first_score_at: float | None = None
     """time.monotonic() of the first committed score (cold start measurements)."""
+    write_failures: int = 0
+    """Writer jobs (utterances, call rows) the store refused (full disk, I/O error): lost."""
+    last_write_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,8 @@ class Pipeline:
         """Partial results of the customer's open utterance (stt.partials and a streaming engine)."""
         if cfg.stt.partials and getattr(transcriber, "streams_partials", False):
             self.partials = Partials(transcriber, self._put_partial)
+        orphans, store.orphans = store.orphans, []
+        self.writer.close_orphans(orphans)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         self._writer.start()
 
@@ -401,9 +407,16 @@ class Pipeline:
                 self.writer.end_call(job[1])
                 job[1].done.set()
                 self.calls.pop(job[1].id, None)
-        except Exception:
-            # a failing utterance must not stop the call; the row is lost, the error is loud
-            log.exception("writer failed on %s job", job[0])
+        except Exception as exc:
+            # a failing utterance must not stop the call; the row is lost, the error is loud and
+            # counted, so nothing that analysed a call can report it stored
+            if isinstance(exc, StorageError):  # full disk, I/O error: the message says it all
+                log.error("writer failed on %s job: %s", job[0], exc)
+            else:
+                log.exception("writer failed on %s job", job[0])
+            self.stats.write_failures += 1
+            self.stats.last_write_error = f"{type(exc).__name__}: {exc}"[:200]
+            job[1].write_failures += 1
             if job[0] == "end":
                 job[1].done.set()
         finally:

@@ -8,6 +8,7 @@ transaction with its outbox messages.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,10 +21,13 @@ from appliance.pipeline.call import CallSession
 from appliance.pipeline.records import CallFacts, UtteranceScores
 from appliance.publish import contract
 from appliance.scoring import relationship, sentiment
-from appliance.scoring.call import ScoredUtterance, fuse
+from appliance.scoring.call import CallScorer, ScoredUtterance, fuse
+from appliance.store.recovery import ABORTED
 from appliance.store.settings import segment_key
 from appliance.store.writer import Store
 from appliance.types import EmotionResult, Transcript, Utterance
+
+log = logging.getLogger(__name__)
 
 #: Customer utterances whose indices the evidence of an alert lists.
 EVIDENCE_UTTERANCES = 6
@@ -245,3 +249,39 @@ class CallWriter:
                 upserts["alerts"].append(arow)
                 messages.append(amsg)
         self.store.write(upserts=upserts, messages=messages, settings_json=settings)
+
+    def close_orphans(self, calls: Sequence[dict]) -> int:
+        """Calls a dead process left `live` (`Store.orphans`): closed as `aborted` with the
+        summary their last committed utterance left, and published. The relationship is not
+        updated: an incomplete call is no evidence about the customer. Returns how many."""
+        for r in calls:
+            metrics = dict(r["metrics"])
+            trajectory = metrics.pop("trajectory", [])
+            transcription = metrics.pop("transcription", None)  # the row's, never published
+            alerts = int(r["alerts"] or metrics.pop("alerts", 0) or 0)
+            metrics.pop("alerts", None)
+            summary = metrics or CallScorer(call_type=r["call_type"] or "support").summary()
+            started = float(r["started_at"] or time.time())
+            ended_at = started + float(summary.get("duration") or 0.0)
+            ref = r["customer_ref"] or ""
+            facts = CallFacts(
+                call_id=r["id"],
+                position=r["position"] or "",
+                customer_ref=ref,
+                customer_id=self.customer_id(ref) if ref else "",
+                call_type=r["call_type"] or "support",
+                segment=r["segment"] or "",
+                source=r["source"] or "",
+                started_at=started,
+            )
+            try:
+                row, body = records.call_records(
+                    facts, ABORTED, summary, trajectory, alerts, ended_at, transcription
+                )
+                self.store.write(upserts={"calls": [row]}, messages=[self._message("call", body)])
+            except (contract.ContractError, KeyError, TypeError, ValueError) as exc:
+                log.error("call %s left open by a crash: closed unpublished (%s)", r["id"], exc)
+                self.store.abort_call(r["id"], ended_at)
+            else:
+                log.warning("call %s left open by a crash: closed as aborted", r["id"])
+        return len(calls)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,34 @@ class CommandRejected(ValueError):
     """A command that is not applied; the message says why."""
 
 
+class RejectLog:
+    """Logs rejected messages without letting a flood of them cost more than counting: the
+    first `burst` in each `window` seconds are logged, the rest summed up once the window ends."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 5, window: float = 10.0):
+        self.log = logger
+        self.burst, self.window = burst, window
+        self._lock = threading.Lock()
+        self._start = 0.0
+        self._n = 0
+
+    def __call__(self, what: str, reason: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._start >= self.window:
+                if self._n > self.burst:
+                    self.log.warning(
+                        "%d more rejected messages in %.0f s (not logged one by one)",
+                        self._n - self.burst,
+                        now - self._start,
+                    )
+                self._start, self._n = now, 0
+            self._n += 1
+            if self._n > self.burst:
+                return
+        self.log.warning("%s rejected: %s", what, reason[:200])
+
+
 class CommandRouter:
     """Validates a command and delivers it to its position. Thread-safe (counters are ints)."""
 
@@ -36,24 +66,32 @@ class CommandRouter:
         self.applied = 0
         self.rejected = 0
         self.last_reject_reason = ""
+        self._log = RejectLog(log)
 
-    def submit(self, raw: Any, source: str) -> dict:
-        """Apply a command (bytes, str or an already decoded dict); raises CommandRejected."""
-        try:
-            cmd = contract.parse_command(json.dumps(raw) if isinstance(raw, dict) else raw)
-        except (contract.ContractError, TypeError, ValueError) as exc:
-            self._reject(str(exc), source)
+    def submit(self, raw: Any, source: str, checked: bool = False) -> dict:
+        """Apply a command (bytes, str or a decoded dict; `checked`: a dict the contract already
+        passed, as the publisher's are); raises CommandRejected."""
+        if checked and isinstance(raw, dict):
+            cmd = raw
+        else:
+            try:
+                cmd = contract.parse_command(json.dumps(raw) if isinstance(raw, dict) else raw)
+            except (contract.ContractError, TypeError, ValueError) as exc:
+                self._reject(str(exc), source)
         target = self.deliver.get(cmd["position"])
         if target is None:
             self._reject(f"unknown position {cmd['position']!r}", source)
-        target({**cmd, "_via": source})
+        try:
+            target({**cmd, "_via": source})
+        except RuntimeError as exc:  # the position takes no commands (its queue stays full)
+            self._reject(str(exc), source)
         self.applied += 1
         return cmd
 
     def _reject(self, reason: str, source: str) -> None:
         self.rejected += 1
         self.last_reject_reason = reason[:200]
-        log.warning("%s command rejected: %s", source, self.last_reject_reason)
+        self._log(f"{source} command", self.last_reject_reason)
         raise CommandRejected(self.last_reject_reason)
 
 

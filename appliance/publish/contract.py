@@ -164,5 +164,21 @@ def parse_command(raw: Any) -> dict:
         raise ContractError(f"command is not JSON: {str(exc)[:100]}") from exc
     if not isinstance(data, dict):
         raise ContractError("command must be a JSON object")
+    _shape(data)
     check_payload("cmd_call", data)
     return data
+
+
+def _shape(cmd: dict) -> None:
+    """What most garbage fails, checked in microseconds before the JSON Schema (a flood of it
+    must not delay the valid command behind it): known keys, short strings, a position."""
+    allowed = schema("cmd_call")["properties"]
+    for k, v in cmd.items():
+        if k not in allowed:
+            raise ContractError(f"cmd_call.{str(k)[:40]}: key not allowed")
+        if not isinstance(v, str) or len(v) > MAX_STRING:
+            raise ContractError(
+                f"cmd_call.{k}: must be a string of at most {MAX_STRING} characters"
+            )
+    if "position" not in cmd:
+        raise ContractError("cmd_call: 'position' is required")

@@ -18,9 +18,13 @@ Durability rules (see docs/mqtt.md):
   publishes a *non-retained* probe and waits for its echo: a retained checkpoint that arrives
   before the echo is what the broker kept. Rows acknowledged after it are marked pending and
   sent again (duplicates, never losses); a broker that kept no checkpoint gets every sent row
-  again. Only then is a new retained checkpoint published (again every `checkpoint_interval`
-  while rows are acknowledged, and on stop). The checkpoint lives apart from `status` because
-  the last will (retained, `offline`) overwrites `status` whenever a connection dies.
+  again. Only then is a new retained checkpoint published. After that the checkpoint follows
+  the PUBACKs: a new one goes out as soon as the previous one was acknowledged and more rows
+  were (at most one in flight, at least `checkpoint_interval` apart), so a restart of this
+  process re-sends only what was in flight or acknowledged in the last moments, not everything
+  since a checkpoint seconds old (a crash loop would otherwise multiply the duplicates). The
+  checkpoint lives apart from `status` because the last will (retained, `offline`) overwrites
+  `status` whenever a connection dies.
 * Every payload passes `contract.check_payload` right before `client.publish`; nothing else in
   the code base calls `publish`. Refusals are logged and counted.
 """
@@ -43,11 +47,15 @@ import paho.mqtt.client as mqtt
 from appliance import __version__
 from appliance.config import MqttConfig
 from appliance.publish import contract
+from appliance.publish.commands import CommandRejected, RejectLog
 from appliance.store.outbox import OutboxCursor
 
 log = logging.getLogger(__name__)
 
 _NO_CHECKPOINT = -1
+SAVE_CHECKPOINT_S = 5.0
+"""The confirmed checkpoint is kept in the database at most this often (and on stop): it only
+seeds the last will and the probe after a restart, so it need not cost an fsync per PUBACK."""
 
 
 def parse_url(url: str) -> tuple[str, int, bool]:
@@ -125,6 +133,7 @@ class Publisher:
         self.commands_failed = 0
         """Valid commands the handler raised on (e.g. an unknown position)."""
         self.last_reject_reason = ""
+        self._reject_log = RejectLog(log)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -137,8 +146,10 @@ class Publisher:
         self._watermark = 0
         self._last_seq = 0
         self._last_checkpoint = (-1, 0.0)  # (acked_seq, monotonic) of the last retained status
+        self._cp_info: mqtt.MQTTMessageInfo | None = None  # the checkpoint awaiting its PUBACK
         self._cp = 0  # last checkpoint confirmed retained on the broker (persisted in settings)
         self._cp_saved = 0
+        self._cp_saved_at = 0.0
         host, port, _ = parse_url(settings.url)
         self._host, self._port = host, port
         s = settings
@@ -247,13 +258,19 @@ class Publisher:
                         info.wait_for_publish(timeout=max(0.01, deadline - time.monotonic()))
         self.client.disconnect()
         self.client.loop_stop()
-        self._save_checkpoint()
+        try:
+            self._save_checkpoint()
+        except Exception as exc:  # a full disk: the broker keeps the checkpoint anyway
+            log.warning("checkpoint %d not saved in the database: %s", self._cp, exc)
 
     def _save_checkpoint(self, db: OutboxCursor | None = None) -> None:
         with self._lock:
             cp = self._cp
         if cp == self._cp_saved:
             return
+        if db is not None and time.monotonic() - self._cp_saved_at < SAVE_CHECKPOINT_S:
+            return
+        self._cp_saved_at = time.monotonic()
         own = db is None
         db = db or OutboxCursor(self.db_path)
         try:
@@ -335,7 +352,8 @@ class Publisher:
                     # valid by the contract, refused by the handler (which counts it itself)
                     self.commands_failed += 1
                     self.last_reject_reason = f"{type(exc).__name__}: {exc}"[:200]
-                    log.warning("command on %s not applied: %s", topic, self.last_reject_reason)
+                    if not isinstance(exc, CommandRejected):  # the router logged it
+                        log.warning("command on %s not applied: %s", topic, self.last_reject_reason)
                     return
             self.commands_accepted += 1
         except Exception:  # pragma: no cover - last line of defence for the network thread
@@ -345,7 +363,7 @@ class Publisher:
     def _reject(self, reason: str, topic: str) -> None:
         self.commands_rejected += 1
         self.last_reject_reason = reason[:200]
-        log.warning("rejected message on %s: %s", topic[:200], reason[:200])
+        self._reject_log(f"message on {topic[:200]}", reason)
 
     def _read_checkpoint(self) -> int | None:
         """The `acked_seq` of the retained status the broker kept (`_NO_CHECKPOINT` if it kept
@@ -416,7 +434,11 @@ class Publisher:
         db = OutboxCursor(self.db_path)
         try:
             while not self._stop.is_set():
-                self._wake.wait(0.02 if self._infos else 0.25)
+                # rows in flight, or acknowledged ones the checkpoint does not cover yet: the
+                # next round comes soon (a checkpoint left waiting is what a crash re-sends)
+                with self._lock:
+                    behind = self._watermark > self._last_checkpoint[0] and self.synced.is_set()
+                self._wake.wait(0.02 if self._infos or behind else 0.25)
                 self._wake.clear()
                 try:
                     self._collect_acks(db)
@@ -530,10 +552,21 @@ class Publisher:
             db.count_attempt(sent)
 
     def _maybe_checkpoint(self, db) -> None:
+        """A new checkpoint once the previous one was acknowledged and more rows were."""
         with self._lock:
             wm = self._watermark
         last_wm, last_t = self._last_checkpoint
-        if wm > last_wm and time.monotonic() - last_t >= self.settings.checkpoint_interval:
+        # one that never comes back (a connection lost meanwhile) holds nothing up for long
+        in_flight = (
+            self._cp_info is not None
+            and not _acked(self._cp_info)
+            and time.monotonic() - last_t < self.settings.resend_after
+        )
+        if (
+            wm > last_wm
+            and not in_flight
+            and time.monotonic() - last_t >= self.settings.checkpoint_interval
+        ):
             self._publish_checkpoint(wm)
         self._save_checkpoint(db)
 
@@ -542,6 +575,7 @@ class Publisher:
         info = self.publish_payload("checkpoint", self._checkpoint_message(wm), retain=True)
         if info is not None:
             self._last_checkpoint = (wm, time.monotonic())
+            self._cp_info = info
             with self._lock:
                 self._cp = wm
         return info

@@ -71,9 +71,14 @@ def load_or_create_key(state_dir: str | Path) -> bytes:
     try:
         path.read_bytes()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            _write_atomically(path, secrets.token_bytes(KEY_BYTES))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                _write_atomically(path, secrets.token_bytes(KEY_BYTES))
+        except OSError as exc:  # a full disk leaves no key behind, not an empty one
+            raise PseudonymKeyError(
+                f"pseudonym key {path} cannot be created: {exc.strerror or exc}"
+            ) from exc
     except OSError:
         pass  # load_key names the file and the reason
     return load_key(

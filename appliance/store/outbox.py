@@ -125,34 +125,65 @@ class OutboxCap:
         self.alarm = alarm
 
 
-def enqueue(
-    db: sqlite_utils.Database, messages: Sequence[tuple[str, dict]], cap: OutboxCap
-) -> list[dict]:
-    """Insert outbox rows inside the caller's transaction; returns the stamped payloads.
+_SEQ_MARK = 999_999_999_999
+"""Stands in for the seq while a payload is checked and serialised, before it has one."""
 
-    `seq` continues from the highest seq ever issued. Each payload is checked against the
-    contract here too, so a row that could never be published is never queued: the caller's
-    whole transaction (scores included) fails loudly instead.
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message checked against the contract and serialised, waiting for its seq."""
+
+    kind: str
+    msg_id: str
+    payload: dict
+    head: str
+    """The JSON text before the seq value."""
+    tail: str
+    """The JSON text after it."""
+
+    def text(self, seq: int) -> str:
+        return f"{self.head}{seq}{self.tail}"
+
+
+def prepare(messages: Sequence[tuple[str, dict]]) -> list[Prepared]:
+    """Check and serialise messages before the write transaction (the slow part: JSON Schema),
+    so the transaction itself only numbers and inserts them. ContractError if one may not leave."""
+    out = []
+    for kind, payload in messages:
+        marked = {**payload, "seq": _SEQ_MARK}
+        contract.check_payload(kind, marked)
+        text = json.dumps(marked, separators=(",", ":"))
+        token = f'"seq":{_SEQ_MARK}'
+        if text.count(token) != 1:  # a nested "seq" holding the very placeholder
+            raise contract.ContractError(f"{kind}: a value equals the seq placeholder")
+        head, _, tail = text.partition(token)
+        out.append(Prepared(kind, payload["msg_id"], payload, head + '"seq":', tail))
+    return out
+
+
+def enqueue(db: sqlite_utils.Database, prepared: Sequence[Prepared], cap: OutboxCap) -> list[dict]:
+    """Insert prepared rows inside the caller's transaction; returns the stamped payloads.
+
+    `seq` continues from the highest seq ever issued. Every payload was checked against the
+    contract by `prepare`, so a row that could never be published is never queued: the
+    caller's write (scores included) fails loudly instead.
     """
-    out: list[dict] = []
-    if not messages:
-        return out
+    if not prepared:
+        return []
     seq = last_seq(db)
     now = time.time()
-    rows = []
-    for kind, payload in messages:
-        seq += 1
-        payload = {**payload, "seq": seq}
-        contract.check_payload(kind, payload)
-        rows.append((seq, payload["msg_id"], kind, json.dumps(payload, separators=(",", ":")), now))
-        out.append(payload)
-    db.conn.executemany(
-        "INSERT INTO outbox (seq, msg_id, kind, payload, created_at, sent_at, attempts)"
-        " VALUES (?, ?, ?, ?, ?, NULL, 0)",
-        rows,
+    params: list[Any] = []
+    out: list[dict] = []
+    for i, p in enumerate(prepared, 1):
+        params += [seq + i, p.msg_id, p.kind, p.text(seq + i), now]
+        out.append({**p.payload, "seq": seq + i})
+    db.conn.execute(
+        "INSERT INTO outbox (seq, msg_id, kind, payload, created_at, sent_at, attempts) VALUES "
+        + ",".join(["(?, ?, ?, ?, ?, NULL, 0)"] * len(prepared)),
+        params,
     )
-    settings.put(db, settings.LAST_SEQ, str(seq), now)
-    cap.check(db, len(rows))
+    settings.put(db, settings.LAST_SEQ, str(seq + len(prepared)), now)
+    cap.check(db, len(prepared))
     return out
 
 
@@ -210,17 +241,23 @@ class OutboxCursor:
     def pending_count(self) -> int:
         return pending_count(self.db)
 
+    # One statement per transaction: under a saturated CPU every statement costs the thread a
+    # wait for the GIL while it holds the write lock (executemany pays it once per row).
+
     def mark_sent(self, seqs: Sequence[int], at: float) -> None:
         with immediate(self.db):
-            self.db.conn.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE seq = ? AND sent_at IS NULL",
-                [(at, s) for s in seqs],
+            self.db.conn.execute(
+                "UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL"
+                " AND seq IN (SELECT value FROM json_each(?))",
+                [at, json.dumps([int(s) for s in seqs])],
             )
 
     def count_attempt(self, seqs: Sequence[int]) -> None:
         with immediate(self.db):
-            self.db.conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", [(s,) for s in seqs]
+            self.db.conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1"
+                " WHERE seq IN (SELECT value FROM json_each(?))",
+                [json.dumps([int(s) for s in seqs])],
             )
 
     def unmark_after(self, seq: int, checkpoint: int) -> int:

@@ -2,7 +2,7 @@
 
   transcripts    older than retention.transcripts_days (redacted text goes first)
   utterances     older than retention.scores_days (with their transcripts)
-  calls          ended, and started before retention.scores_days (with their utterances)
+  calls          ended or aborted, and started before retention.scores_days (with their utterances)
   alerts         older than retention.alerts_days
   relationships  not updated within retention.scores_days
   events         older than retention.alerts_days
@@ -70,7 +70,8 @@ def purge(db_path: str | Path, retention_cfg: Any, now: float | None = None) -> 
         before = _count(db)
         counts["calls"] = _batched(
             db,
-            "SELECT id FROM calls WHERE state = 'ended' AND COALESCE(ended_at, started_at) < ?",
+            "SELECT id FROM calls WHERE state IN ('ended', 'aborted')"
+            " AND COALESCE(ended_at, started_at) < ?",
             [scores_cut],
             [
                 "DELETE FROM transcripts WHERE utterance_id IN "

@@ -25,7 +25,7 @@ MQTT_CHECKPOINT = "mqtt.checkpoint"
 SEGMENT_PREFIX = "segment:"
 OVERRIDE_SECTIONS = ("retention", "mqtt")
 
-_UPSERT = (
+UPSERT = (
     "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)"
     " ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
 )
@@ -64,7 +64,7 @@ def get_json(db: sqlite_utils.Database, key: str) -> Any:
 
 
 def put(db: sqlite_utils.Database, key: str, value: str, now: float | None = None) -> None:
-    db.conn.execute(_UPSERT, [key, value, time.time() if now is None else now])
+    db.conn.execute(UPSERT, [key, value, time.time() if now is None else now])
 
 
 def put_json(db: sqlite_utils.Database, key: str, value: Any, now: float | None = None) -> None:
