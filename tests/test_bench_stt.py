@@ -115,7 +115,7 @@ def test_bench_stt_real_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench_stt.main(["--set", "librivox", "--mode", "both", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     (row,) = doc["rows"]
-    assert row["words"] == 71 and 0 < row["rtf"] < 1
+    assert row["words"] == 71 and 0 < row["rtf"] < 1 and row["redaction_tags"] == 0
     assert row["wer_whole"] <= 0.10 and row["wer_analyze"] <= 0.10
     assert row["wer_analyze"] - row["wer_whole"] <= bench_stt.MAX_PIPELINE_LOSS + 1e-9
     assert all(f["held"] for f in doc["floors"])

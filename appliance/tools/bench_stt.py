@@ -15,7 +15,8 @@ Two ways of decoding the same audio (`--mode`):
 
 Sets are in `appliance.tools.stt_sets` (gold references pooled per set, silver reported apart).
 WER is corpus WER over normalised words (`stt_sets.normalise_text`); the word count is printed
-beside every figure. RTF = decode seconds / audio seconds of the `whole` run, one thread.
+beside every figure. Through `analyze` the text is the stored, redacted text: a redaction tag
+where the reference has digits counts as an error, and the number of tags is printed beside it. RTF = decode seconds / audio seconds of the `whole` run, one thread.
 `--telephone` also decodes each 16 kHz clip after a telephone channel (8 kHz + G.711 mu-law).
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.capture.resample import telephone_channel
+from appliance.stt.redact_numbers import is_tag
 from appliance.tools.stt_sets import (
     SETS,
     Clip,
@@ -193,6 +195,9 @@ def run(
                     say(f"{model} {name}: through the pipeline")
                     refs, hyps = decode_analyze(session, clips)
                     row["wer_analyze"] = round(wer(refs, hyps), 4)
+                    # redaction is counted as stored (a tag is an error where the reference has
+                    # words); how many tags there are is printed so the cost is seen, not hidden
+                    row["redaction_tags"] = sum(is_tag(t) for h in hyps for t in h.split())
                 rows.append(row)
                 say(json.dumps(row))
         finally:
@@ -230,7 +235,7 @@ def _table(rows: list[dict]) -> str:
 
     lines = [
         f"{'model':<8} {'set':<24} {'ref':<6} {'clips':>5} {'words':>6} {'audio_s':>8} "
-        f"{'WER whole':>9} {'WER analyze':>11} {'RTF':>6}"
+        f"{'WER whole':>9} {'WER analyze':>11} {'tags':>4} {'RTF':>6}"
     ]
     for silver in (False, True):
         for r in rows:
@@ -239,7 +244,8 @@ def _table(rows: list[dict]) -> str:
             lines.append(
                 f"{r['model']:<8} {r['set']:<24} {'silver' if silver else 'gold':<6} "
                 f"{r['clips']:>5} {r['words']:>6} {r['audio_s']:>8.1f} {f(r.get('wer_whole')):>9} "
-                f"{f(r.get('wer_analyze')):>11} {f(r.get('rtf')):>6}"
+                f"{f(r.get('wer_analyze')):>11} {r.get('redaction_tags', '-'):>4} "
+                f"{f(r.get('rtf')):>6}"
             )
     return "\n".join(lines)
 
