@@ -121,9 +121,11 @@ def decode_utterance(
         return_no_speech_prob=True,
     )[0]
     tokens = list(result.sequences_ids[0])
-    # A finished timestamped decode closes its last segment with a timestamp token; one that
-    # ends on a text token was cut off by the token cap.
-    truncated = bool(tokens) and tokens[-1] < tokenizer.eot
+    # Cut off by the token cap: as many tokens as the cap allows, the last one text. Ending on a
+    # text token alone is no sign: after a prompt (the previous utterance) Whisper often ends a
+    # finished decode without the closing timestamp, and reading that as a loop re-decoded 19 of
+    # 21 utterances of the demo call on the long-form path (4x the CPU, the context discarded).
+    truncated = len(tokens) >= max_new_tokens and tokens[-1] < tokenizer.eot
     text_tokens = [t for t in tokens if t < tokenizer.eot]
     if not text_tokens:
         return [], [], truncated
