@@ -263,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--preroll", type=float, help="vad.preroll for the analyze run")
     ap.add_argument("--hangover", type=float, help="vad.hangover for the analyze run")
+    ap.add_argument("--context", action="store_true", help="stt.context = true")
     ap.add_argument("--no-context", action="store_true", help="stt.context = false")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -289,7 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     # partials cost decodes and change no final text: off here (`time to first keyword` is
     # measured apart, tests/test_stt_partials.py)
-    overrides = {"vad": vad, "stt": {"context": not args.no_context, "partials": False}}
+    stt: dict = {"partials": False}
+    if args.context or args.no_context:  # else the config's default, as the box runs
+        stt["context"] = bool(args.context)
+    overrides = {"vad": vad, "stt": stt}
     rows = run(
         sets,
         args.model or ["tiny.en"],
