@@ -160,3 +160,20 @@ def test_pipeline_stt_pool_follows_config(tmp_path) -> None:
     finally:
         pipe.stop()
         store.close()
+
+
+def test_a_sentence_said_twice_in_one_decode_is_a_loop() -> None:
+    from appliance.stt.whisper import _looped
+
+    once = "For example, you may create a project for call centers that use English in the United States."
+    assert not _looped(once)
+    assert not _looped("four one one one, five five five five")  # short: left to the token cap
+    # base's repeat on custom_speech: the same sentence again, slightly garbled, too little for
+    # the compression test alone
+    assert _looped(
+        once
+        + " For example, you make create a project for call centers that use English in the United"
+    )
+    assert not _looped(
+        once + " To create your first project, select the speech to text custom speech."
+    )
