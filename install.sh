@@ -41,7 +41,8 @@ fi
 
 RUNTIME_DEBS=(mosquitto libportaudio2 python3-venv libsndfile1)
 DEV_DEBS=(espeak-ng sox libsndfile1 chromium mosquitto-clients alsa-utils libasound2-plugins shellcheck
-  postgresql asterisk-core-sounds-en-wav sip-tester pulseaudio pulseaudio-utils)
+  postgresql asterisk-core-sounds-en-wav sip-tester pulseaudio pulseaudio-utils
+  asterisk-core-sounds-en)
 
 missing_debs() {
   local p

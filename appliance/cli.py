@@ -194,6 +194,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from appliance.tools import bench_capacity as bench
     elif a.what == "realism":
         from appliance.tools import bench_realism as bench
+    elif a.what == "vad":
+        from appliance.tools import bench_vad as bench
     else:
         from appliance.tools import bench_stt as bench
     return bench.main(a.options)
@@ -503,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench", help="benchmarks (print ratios against peers measured in the same run)"
     )
-    b.add_argument("what", choices=("features", "capacity", "stt", "realism"))
+    b.add_argument("what", choices=("features", "capacity", "stt", "realism", "vad"))
     b.add_argument(
         "options",
         nargs=argparse.REMAINDER,

@@ -49,9 +49,24 @@ def test_long_speech_is_cut_at_max_utterance():
     x = bursts(sr, [(0.5, 20.0)], 21.0)
     seg = Segmenter(sr, VadConfig(max_utterance=5.0, speech_model="energy"))
     out = seg.push(x) + seg.flush()
-    assert len(out) == 4
+    assert 4 <= len(out) <= 6
     assert all(s.end - s.start <= 5.01 for s in out)
-    assert abs(out[0].end - out[1].start) < 0.011  # contiguous
+    assert all(s.end - s.start >= 5.0 * 2 / 3 - 0.01 for s in out[:-1])  # cut in the last third
+    for a, b in zip(out, out[1:], strict=False):
+        assert abs(a.end - b.start) < 0.011  # contiguous: nothing lost at a cut
+    assert abs(sum(len(s.audio) for s in out) / sr - (out[-1].end - out[0].start)) < 0.011
+
+
+def test_long_speech_is_cut_in_its_quietest_moment_not_mid_word():
+    # 0.15 s pauses (quieter than speech, above the noise: a breath between words) at 4.1 s and
+    # 8.6 s: the cuts land in them, not at the 5 s limit inside a word
+    sr = 16000
+    x = bursts(sr, [(0.5, 4.1), (4.25, 8.6), (8.75, 14.0)], 15.0, noise_db=-60.0)
+    seg = Segmenter(sr, VadConfig(max_utterance=5.0, hangover=0.5, speech_model="energy"))
+    out = seg.push(x) + seg.flush()
+    assert 4.1 <= out[0].end <= 4.25
+    assert 8.6 <= out[1].end <= 8.75
+    assert out[1].start == out[0].end
 
 
 def test_noise_floor_adapts_to_a_noisy_line():

@@ -178,6 +178,7 @@ def _cross_checks(cfg: AppConfig) -> None:
     if pr and (len(pr) != 7 or any(v < 0 for v in pr) or sum(pr) <= 0):
         raise ConfigError("emotion.prior", "needs 7 non-negative numbers in label order, not all 0")
     _voip_checks(cfg)
+    _language_checks(cfg)
     for i, p in enumerate(cfg.emotion.providers):
         if not p.endswith("ExecutionProvider"):
             raise ConfigError(f"emotion.providers[{i}]", f"not an onnxruntime provider name: {p!r}")
@@ -192,6 +193,19 @@ def _check_listen(key: str, value: str) -> None:
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(key, f"must be host:port (port 0-65535) or off, got {value!r}")
+
+
+def _language_checks(cfg: AppConfig) -> None:
+    """A language other than English needs the multilingual Whisper (Vosk models are English)."""
+    if cfg.stt.engine in ("none", "vosk") or cfg.stt.whisper_model or cfg.stt.model != "tiny.en":
+        return
+    if cfg.stt.language != "en":
+        raise ConfigError("stt.language", f'{cfg.stt.language!r} needs stt.model = "base"')
+    for i, pos in enumerate(cfg.positions):
+        if pos.language not in ("", "en"):
+            raise ConfigError(
+                f"positions[{i}].language", f'{pos.language!r} needs stt.model = "base"'
+            )
 
 
 def _voip_checks(cfg: AppConfig) -> None:

@@ -153,6 +153,26 @@ class SttConfig:
     partials: bool = _f(
         True, "Produce partial results while a customer speaks (first thing skipped under load)."
     )
+    model: str = _f(
+        "tiny.en",
+        "Bundled Whisper model: tiny.en (English only, fastest: Raspberry Pi 4) or base (multilingual, about 2.5x the decode time: Pi 5, Orin; docs/stt.md).",
+        choices=("tiny.en", "base"),
+    )
+    language: str = _f(
+        "en",
+        "Language of the calls (ISO 639-1: en, de, fr, es, ...); positions[].language overrides it per position. Other than en needs model = base; redaction reads de/fr/es number words, text sentiment is English only.",
+        pattern=r"^[a-z]{2}$",
+    )
+    context: bool = _f(
+        False,
+        "Give Whisper the previous utterance of the same speaker in the call as its prompt (names and terms carry over). Off by default: measured through analyze it helps read prose (LibriVox 7.0 % -> 1.4 %) but tiny.en copies phrases of the prompt into the next utterance on unrelated ones (Asterisk prompts 6.6 % -> 10.8 %; docs/stt.md), and a copied phrase can fire a keyword rule twice.",
+    )
+    partial_interval_s: float = _f(
+        1.0,
+        "Whisper partials: decode what the customer has said so far every this many seconds of speech (keyword rules fire before the utterance ends); 0 = no Whisper partials.",
+        min=0.0,
+        max=10.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -269,6 +289,11 @@ class PositionConfig:
     agent_enrolment: str = _f(
         "",
         "WAV of this position's agent speaking (10-30 s): tells the agent's voice on a mono channel; empty = whoever speaks first is the agent.",
+    )
+    language: str = _f(
+        "",
+        "Language of this position's calls (ISO 639-1); empty = stt.language.",
+        pattern=r"^([a-z]{2})?$",
     )
 
 

@@ -55,5 +55,11 @@ class CallSession:
     alerts: list[dict] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     summary: dict = field(default_factory=dict)
+    language: str = "en"
+    """The position's language (ISO 639-1): recogniser, redaction, key phrases, sentiment."""
+    stt_prev: dict[str, Any] = field(default_factory=dict)
+    """Speaker -> the Future of their last utterance's transcript (the next decode's context)."""
+    partial: Any = None
+    """The customer's open utterance as the partials thread sees it (`pipeline.partials`)."""
     write_failures: int = 0
     """Writes of this call the store refused (its rows are incomplete)."""

@@ -4,7 +4,10 @@ Stages and their queues:
   feed() [capture thread]    VAD per channel -> Utterance
   emotion executor (1 thread) features + ONNX, customer channel only, in order per call
                               (the running normalisation is causal, so order matters)
-  stt executor (N threads)    transcription + redaction, both channels
+  stt executor (N threads)    transcription + redaction, both channels; each decode gets the
+                              position's language and the speaker's previous utterance
+  partials (1 thread)         the customer's open utterance streamed to the recogniser; key
+                              phrases heard go to the writer before the utterance ends
   jobs queue (bounded)        one writer thread: fusion, call metrics, rules, relationship,
                               one SQLite transaction per utterance with its outbox rows
 The writer takes jobs in the order utterances closed, so per-call state stays deterministic.
@@ -31,6 +34,7 @@ import numpy as np
 from appliance.config import AppConfig
 from appliance.emotion.engine import EmotionEngine
 from appliance.pipeline.call import CallMeta, CallSession
+from appliance.pipeline.partials import Partials
 from appliance.pipeline.writer import CallWriter
 from appliance.publish.pseudonym import Pseudonymiser, customer_key
 from appliance.scoring.call import CallScorer
@@ -38,7 +42,7 @@ from appliance.scoring.rules import RuleEngine
 from appliance.segment.vad import Segment, Segmenter, clean_transcript
 from appliance.store.connection import StorageError
 from appliance.store.writer import Store
-from appliance.stt.base import Transcriber
+from appliance.stt.base import DecodeHints, Transcriber
 from appliance.stt.call_redaction import CallRedaction, Released
 from appliance.stt.engines import default_stt_workers
 from appliance.types import EmotionResult, Speaker, Transcript, Utterance
@@ -133,6 +137,10 @@ class Pipeline:
         )
         """How a customer reference leaves the box."""
         self.writer = CallWriter(cfg, store, self.customer_id)
+        self.partials: Partials | None = None
+        """Partial results of the customer's open utterance (stt.partials and a streaming engine)."""
+        if cfg.stt.partials and getattr(transcriber, "streams_partials", False):
+            self.partials = Partials(transcriber, self._put_partial)
         orphans, store.orphans = store.orphans, []
         self.writer.close_orphans(orphans)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -145,7 +153,15 @@ class Pipeline:
 
     # -- public driving API -----------------------------------------------------------
 
+    def language_of(self, position: str) -> str:
+        """The language of a position's calls: its own, else `stt.language`."""
+        for p in self.cfg.positions:
+            if p.id == position and p.language:
+                return p.language
+        return self.cfg.stt.language
+
     def open_call(self, meta: CallMeta, sample_rate: int, source: str = "live") -> CallSession:
+        language = self.language_of(meta.position)
         call = CallSession(
             id=str(uuid.uuid4()),
             meta=meta,
@@ -158,7 +174,8 @@ class Pipeline:
             rules=RuleEngine(
                 self.cfg.rules or None, meta.call_type, self.cfg.alerts.budget_per_call
             ),
-            redaction=CallRedaction(self.cfg.redaction),
+            redaction=CallRedaction(self.cfg.redaction, language=language),
+            language=language,
         )
         self.calls[call.id] = call
         self._put(("open", call))
@@ -169,6 +186,8 @@ class Pipeline:
         for speaker, chunk in chunks.items():
             for seg in call.segmenters[speaker].push(chunk):
                 self._submit(call, speaker, seg)
+        if self.partials is not None and "customer" in chunks:
+            self.partials.feed(call, call.segmenters["customer"])
         segs = call.segmenters.values()
         opened = [s.open_since for s in segs if s.open_since is not None]
         call.watermark = min([max(s.position for s in segs), *opened])
@@ -198,6 +217,8 @@ class Pipeline:
         self._writer.join(30)
         self._emotion_exec.shutdown(wait=True)
         self._stt_exec.shutdown(wait=True)
+        if self.partials is not None:
+            self.partials.stop()
 
     @property
     def queue_depth(self) -> int:
@@ -230,7 +251,9 @@ class Pipeline:
             if self._shed_stt(speaker):
                 self.stats.stt_skipped += 1
             else:
-                stt = self._stt_exec.submit(self._transcribe, utt)
+                prev = call.stt_prev.get(speaker) if self.cfg.stt.context else None
+                stt = self._stt_exec.submit(self._transcribe, utt, call.language, prev)
+                call.stt_prev[speaker] = stt
         if not self._put(("utt", call, utt, emo, stt)):
             self.stats.overruns += 1
             log.warning("pipeline overrun: utterance %s of call %s dropped", utt.index, call.id)
@@ -260,10 +283,37 @@ class Pipeline:
         finally:
             self.stats.emotion_s += time.thread_time() - t
 
-    def _transcribe(self, utt: Utterance) -> Transcript:
+    def _put_partial(self, job: tuple) -> bool:
+        """Partials never block or force their way in: under load they are dropped."""
+        try:
+            self.jobs.put_nowait(job)
+            return True
+        except queue.Full:
+            return False
+
+    def _hints(self, language: str, prev: Future | None) -> DecodeHints:
+        """The decode's language and context: the speaker's previous utterance (redacted). Its
+        decode was submitted before this one to the same FIFO pool, so waiting cannot deadlock;
+        it usually finished long ago (the other speaker talked in between)."""
+        context = ""
+        if prev is not None:
+            try:
+                context = prev.result().text
+            except Exception:
+                context = ""  # that utterance's failure is logged where it is committed
+        return DecodeHints(language=language, context=context)
+
+    def _transcribe(self, utt: Utterance, language: str = "en", prev: Future | None = None):
+        hints = (
+            self._hints(language, prev)
+            if getattr(self.transcriber, "accepts_hints", False)
+            else None
+        )
         # wall time, not this thread's CPU clock: CTranslate2 and Vosk decode in threads of their own
         w = time.monotonic()
         try:
+            if hints is not None:
+                return self.transcriber.transcribe(utt.audio, utt.sample_rate, hints)
             return self.transcriber.transcribe(utt.audio, utt.sample_rate)
         finally:
             took = time.monotonic() - w
@@ -342,6 +392,10 @@ class Pipeline:
             elif kind == "meta":
                 job[1].meta = job[2]
                 self.writer.write_call(job[1])
+            elif kind == "partial":
+                _, call, phrases, at = job
+                if call.id in self.calls:
+                    self.writer.write_partial(call, phrases, at)
             elif kind == "expire":
                 self._release(job[1], job[1].redaction.expire(job[2]))
             elif kind == "pause":

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: Customer utterances whose indices the evidence of an alert lists.
 EVIDENCE_UTTERANCES = 6
+#: Signals a partial result can carry (rules on the others wait for the final utterance).
+PARTIAL_SIGNALS = frozenset({"key_phrase"})
 
 
 class CallWriter:
@@ -41,13 +43,17 @@ class CallWriter:
         cfg: AppConfig,
         store: Store,
         customer_id: Callable[[str], str],
-        key_phrases: Sequence[str] = sentiment.DEFAULT_KEY_PHRASES,
+        key_phrases: Sequence[str] | None = None,
     ):
         self.cfg = cfg
         self.store = store
         self.customer_id = customer_id
         """How a customer reference leaves the box (`appliance.publish.pseudonym`)."""
         self.key_phrases = key_phrases
+        """Phrases spotted in customer text; None = the call language's defaults."""
+
+    def _phrases(self, call: CallSession) -> Sequence[str]:
+        return self.key_phrases or sentiment.phrases_for(call.language)
 
     def facts(self, call: CallSession) -> CallFacts:
         m = call.meta
@@ -82,8 +88,10 @@ class CallWriter:
         is_customer = utt.speaker == "customer"
         # a backchannel ("mm-hmm", "okay", "thank you") carries no emotion the box can stand behind
         emotion = abstain_on_transcript(emotion, text)
-        text_sent = sentiment.text_sentiment(text) if (text and is_customer) else None
-        phrases = sentiment.key_phrases(text, self.key_phrases) if (text and is_customer) else []
+        text_sent = (
+            sentiment.text_sentiment(text, call.language) if (text and is_customer) else None
+        )
+        phrases = sentiment.key_phrases(text, self._phrases(call)) if (text and is_customer) else []
         fused = fuse(emotion, text_sent, n_words) if is_customer else None
         wpm = round(60.0 * n_words / utt.duration, 1) if n_words and utt.duration > 0 else None
         scored = ScoredUtterance(
@@ -139,6 +147,37 @@ class CallWriter:
             upserts={"calls": [call_row], "alerts": alert_rows},
         )
         call.results.append(records.utterance_result(s))
+
+    def write_partial(self, call: CallSession, phrases: Sequence[str], at: float) -> None:
+        """Key phrases heard in a partial result at call time `at`: the key-phrase rules are
+        evaluated now, before the utterance ends; an alert goes the usual way (one transaction,
+        the outbox). Nothing of the partial's text is stored. Dropped while the redaction
+        context holds digits, expects a sensitive answer or is paused: the final text decides."""
+        st = call.redaction.state()
+        if not phrases or st.paused or st.held or st.armed:
+            return
+        signals = dict(call.scorer.signals())
+        signals["key_phrase"] = float(signals.get("key_phrase") or 0.0) + len(phrases)
+        # the utterance being spoken counts: it is the one the phrase was heard in
+        signals["customer_utterances"] = float(signals.get("customer_utterances") or 0) + 1
+        evidence = {
+            "utterances": [u.index for u in call.scorer.customer()[-EVIDENCE_UTTERANCES:]],
+            "partial": True,
+        }
+        alerts = call.rules.evaluate(signals, at=at, evidence=evidence, only=PARTIAL_SIGNALS)
+        if not alerts:
+            return
+        now = time.time()
+        facts = self.facts(call)
+        rows, messages = [], []
+        for a in alerts:
+            row, msg = self._alert(call, facts, a, at=a.at, threshold=a.threshold, now=now)
+            rows.append(row)
+            messages.append(msg)
+        call_row, call_msg = self._call(call, facts, "live", ended_at=None)
+        self.store.write(
+            upserts={"calls": [call_row], "alerts": rows}, messages=[*messages, call_msg]
+        )
 
     # -- calls and alerts -------------------------------------------------------------------
 

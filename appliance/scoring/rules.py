@@ -171,12 +171,20 @@ class RuleEngine:
         self._state = {r.name: _RuleState() for r in self.rules}
 
     def evaluate(
-        self, signals: dict[str, float | None], at: float, evidence: dict | None = None
+        self,
+        signals: dict[str, float | None],
+        at: float,
+        evidence: dict | None = None,
+        only: frozenset[str] | None = None,
     ) -> list[Alert]:
-        """Call after each customer utterance; returns the alerts that fire now."""
+        """Call after each customer utterance; returns the alerts that fire now. `only` limits
+        the evaluation to rules on those signals (a partial result carries key phrases only,
+        and must not advance the streaks of the others)."""
         out: list[Alert] = []
         n = signals.get("customer_utterances") or 0
         for rule in self.rules:
+            if only is not None and rule.signal not in only:
+                continue
             st = self._state[rule.name]
             value = signals.get(rule.signal)
             if value is None:

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 
 from appliance.types import Word
 
-__all__ = ["DEFAULT_KEY_PHRASES", "text_sentiment", "key_phrases", "words_per_minute"]
+__all__ = [
+    "DEFAULT_KEY_PHRASES",
+    "KEY_PHRASES",
+    "SENTIMENT_LANGUAGES",
+    "text_sentiment",
+    "key_phrases",
+    "phrases_for",
+    "words_per_minute",
+]
 
 DEFAULT_KEY_PHRASES: tuple[str, ...] = (
     "cancel",
@@ -32,6 +40,35 @@ DEFAULT_KEY_PHRASES: tuple[str, ...] = (
     "close my account",
     "chargeback",
 )
+
+# The escalation phrases in the other languages the box transcribes (our own lists: words a
+# supervisor would configure, no lexicon licence involved).
+KEY_PHRASES: dict[str, tuple[str, ...]] = {
+    "en": DEFAULT_KEY_PHRASES,
+    "de": (
+        "kündigen", "kündigung", "vorgesetzten sprechen", "mit einem vorgesetzten",
+        "mit ihrem chef", "vorgesetzten", "beschwerde", "beschweren", "rückerstattung",
+        "geld zurück", "anwalt", "inakzeptabel", "unverschämt", "konto schließen",
+        "zur konkurrenz", "anbieter wechseln",
+    ),
+    "fr": (
+        "résilier", "résiliation", "parler à un responsable", "parler au responsable",
+        "votre supérieur", "un superviseur", "réclamation", "plainte", "porter plainte",
+        "remboursement", "rembourser", "avocat", "inacceptable", "fermer mon compte",
+        "la concurrence", "changer de fournisseur",
+    ),
+    "es": (
+        "cancelar", "cancelación", "darme de baja", "hablar con un supervisor",
+        "hablar con el encargado", "hablar con un responsable", "supervisor", "reclamación",
+        "queja", "reembolso", "devolución", "abogado", "inaceptable", "cerrar mi cuenta",
+        "la competencia", "cambiar de compañía",
+    ),
+}  # fmt: skip
+SENTIMENT_LANGUAGES = frozenset({"en"})
+"""Languages with a text sentiment. VADER's lexicon is English. No German, French or Spanish
+lexicon has been vetted for its licence yet (SentiWS, for one, is non-commercial), so for those
+calls sentiment is the voice's valence alone (`appliance.scoring.call.fuse` with no text score):
+the stated limit until one is."""
 
 _ANALYZER = None
 _ANALYZER_LOCK = threading.Lock()
@@ -51,12 +88,18 @@ def _analyzer():
         return _ANALYZER
 
 
-def text_sentiment(text: str) -> float | None:
-    """VADER compound score in [-1, 1] (negative .. positive); None when there is no text.
+def phrases_for(language: str) -> tuple[str, ...]:
+    """The default key phrases of a language (English for one without a list)."""
+    return KEY_PHRASES.get((language or "en").lower(), DEFAULT_KEY_PHRASES)
+
+
+def text_sentiment(text: str, language: str = "en") -> float | None:
+    """VADER compound score in [-1, 1] (negative .. positive); None when there is no text, or
+    when the text is in a language without a sentiment lexicon (`SENTIMENT_LANGUAGES`).
 
     Redaction tags such as `[CARD]` are removed first so they do not count as words.
     """
-    if not text:
+    if not text or (language or "en").lower() not in SENTIMENT_LANGUAGES:
         return None
     clean = " ".join(_TAG.sub(" ", text).split())
     if not clean:

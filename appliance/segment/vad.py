@@ -36,6 +36,12 @@ SILERO_CONTEXT = 64  # samples of the previous chunk the model sees before each 
 
 FRAME_S = 0.01
 ONSET_FRAMES = 3  # 30 ms above threshold confirm speech: clicks and pops do not start an utterance
+# An utterance that reaches `max_utterance` is cut at its quietest 100 ms in the last 3 s (at most
+# a third of the utterance), not at the limit itself: a cut at the limit fell inside words on read
+# prose (bench stt custom_speech, tiny.en: "speech" decoded "species", stray "t", "list" and
+# "error" at the joins), and each half of a word is decoded apart.
+CUT_SEARCH_S = 3.0
+CUT_SMOOTH_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -143,9 +149,12 @@ class Segmenter:
         self._pending = np.zeros(0, np.float32)
         self._frame_no = 0  # frames consumed so far
         self._floor_db = s.min_level_db - 10.0
-        self._preroll: deque[np.ndarray] = deque(maxlen=self._pre_frames + ONSET_FRAMES)
+        self._preroll: deque[tuple[np.ndarray, float]] = deque(
+            maxlen=self._pre_frames + ONSET_FRAMES
+        )
         self._active = False
         self._frames: list[np.ndarray] = []
+        self._levels: list[float] = []  # dBFS of each frame in `_frames`
         self._start_frame = 0
         self._above = 0
         self._silent = 0
@@ -165,6 +174,13 @@ class Segmenter:
     def open_since(self) -> float | None:
         """Start (s) of the utterance being cut, None while no utterance is open."""
         return self._start_frame * FRAME_S if self._active else None
+
+    def open_audio(self, since: int = 0) -> tuple[np.ndarray, int]:
+        """(samples of the open utterance from frame `since` on, frames so far): what a
+        streaming recogniser has not seen yet. Empty while no utterance is open."""
+        if not self._active or since >= len(self._frames):
+            return np.zeros(0, np.float32), len(self._frames) if self._active else 0
+        return np.concatenate(self._frames[since:]), len(self._frames)
 
     @property
     def position(self) -> float:
@@ -196,6 +212,7 @@ class Segmenter:
             return [seg] if seg is not None else []
         self._active = False
         self._frames = []
+        self._levels = []
         return []
 
     def _step(self, frame: np.ndarray, level: float) -> Segment | None:
@@ -215,17 +232,19 @@ class Segmenter:
         self._frame_no += 1
         closed = None
         if not self._active:
-            self._preroll.append(frame)
+            self._preroll.append((frame, level))
             self._above = self._above + 1 if is_speech else 0
             if self._above >= ONSET_FRAMES:
                 self._active = True
-                self._frames = list(self._preroll)
+                self._frames = [f for f, _lv in self._preroll]
+                self._levels = [lv for _f, lv in self._preroll]
                 self._start_frame = idx + 1 - len(self._frames)
                 self._lead = len(self._frames) - ONSET_FRAMES  # pre-roll before the onset
                 self._silent = 0
                 self._preroll.clear()
             return None
         self._frames.append(frame)
+        self._levels.append(level)
         self._silent = 0 if is_speech else self._silent + 1
         if self._silent >= self._hang_frames:
             # drop most of the trailing silence, keep a short tail for the recogniser
@@ -233,27 +252,45 @@ class Segmenter:
             drop = self._silent - keep_tail
             if drop:
                 del self._frames[-drop:]
+                del self._levels[-drop:]
             speech_frames = len(self._frames) - keep_tail - self._lead
             if speech_frames >= self._min_frames:
                 closed = self._close(self._start_frame + len(self._frames))
             else:
                 self._active = False
                 self._frames = []
+                self._levels = []
             self._above = 0
         elif len(self._frames) >= self._max_frames:
-            closed = self._close(self._frame_no)
-            # speech goes on: the next utterance starts right away
+            k = self._quietest_cut()
+            rest, rest_levels = self._frames[k:], self._levels[k:]
+            self._frames, self._levels = self._frames[:k], self._levels[:k]
+            start = self._start_frame + k
+            closed = self._close(start)
+            # speech goes on: the next utterance starts at the cut with what followed it
             self._active = True
-            self._frames = []
-            self._start_frame = self._frame_no
+            self._frames, self._levels = rest, rest_levels
+            self._start_frame = start
             self._lead = 0
         return closed
+
+    def _quietest_cut(self) -> int:
+        """Index into `_frames` of the middle of the quietest 100 ms in the last 3 s (at most the
+        last third of the utterance): where a long utterance is cut."""
+        n = len(self._levels)
+        search = min(int(round(CUT_SEARCH_S / FRAME_S)), n // 3)
+        if search < CUT_SMOOTH_FRAMES:
+            return n
+        power = 10.0 ** (np.asarray(self._levels[n - search :]) / 10.0)
+        smooth = np.convolve(power, np.ones(CUT_SMOOTH_FRAMES) / CUT_SMOOTH_FRAMES, mode="valid")
+        return n - search + int(np.argmin(smooth)) + CUT_SMOOTH_FRAMES // 2
 
     def _close(self, end_frame: int) -> Segment | None:
         audio = np.concatenate(self._frames) if self._frames else np.zeros(0, np.float32)
         seg = Segment(start=self._start_frame * FRAME_S, end=end_frame * FRAME_S, audio=audio)
         self._active = False
         self._frames = []
+        self._levels = []
         return self._check_speech(seg)
 
     def _check_speech(self, seg: Segment) -> Segment | None:

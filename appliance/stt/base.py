@@ -7,17 +7,39 @@ partials.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from appliance.stt.redact import redact, redact_words
+from appliance.stt.redact_numbers import tidy_digits
 from appliance.types import Transcript, Word
 
 
 class SttError(RuntimeError):
     """A model is missing, invalid or fails its hash check; the message says which and why."""
+
+
+_TAG = re.compile(r"\[[A-Z]+\]")
+
+
+@dataclass(frozen=True)
+class DecodeHints:
+    """What the pipeline knows about an utterance before it is decoded. Engines that read it
+    say so with `accepts_hints = True`; others are called without it."""
+
+    language: str = ""
+    """ISO 639-1 code of the position's language; empty = the engine's default."""
+    context: str = ""
+    """The previous utterance of the same speaker in this call (already redacted): Whisper's
+    prompt, so names and terms carry over an utterance boundary."""
+
+    def context_text(self) -> str:
+        """The context without redaction tags (a tag is nothing the speaker said)."""
+        return " ".join(_TAG.sub(" ", self.context).split())
 
 
 @runtime_checkable
@@ -38,10 +60,11 @@ class Transcriber(Protocol):
     name: str
 
     def transcribe(self, audio: np.ndarray, sr: int) -> Transcript:
-        """Recognise one utterance; word timings are relative to its first sample."""
+        """Recognise one utterance; word timings are relative to its first sample. Engines with
+        `accepts_hints = True` also take `hints: DecodeHints` (language, context)."""
 
     def stream(self, sr: int) -> TranscriberStream:
-        """Start a stream for one utterance/channel."""
+        """Start a stream for one utterance/channel (with `hints` where accepted)."""
 
 
 def _check_audio(audio: np.ndarray, sr: int) -> np.ndarray:
@@ -56,8 +79,11 @@ def _check_audio(audio: np.ndarray, sr: int) -> np.ndarray:
     return x
 
 
-def _finalise(raw_text: str, raw_words: Sequence[Word], engine: str, duration: float) -> Transcript:
-    """Clamp timings into the utterance, make them monotonic, and redact text and words."""
+def _finalise(
+    raw_text: str, raw_words: Sequence[Word], engine: str, duration: float, language: str = "en"
+) -> Transcript:
+    """Clamp timings into the utterance, make them monotonic, and redact text and words (with
+    the number words and cues of `language`)."""
     words: list[Word] = []
     prev = 0.0
     for w in raw_words:
@@ -69,8 +95,8 @@ def _finalise(raw_text: str, raw_words: Sequence[Word], engine: str, duration: f
         words.append(Word(text=text, start=start, end=end, confidence=float(w.confidence)))
         prev = start
     return Transcript(
-        text=redact(" ".join(raw_text.split())).text,
-        words=redact_words(words),
+        text=redact(tidy_digits(" ".join(raw_text.split())), language=language).text,
+        words=redact_words(words, language=language),
         engine=engine,
         final=True,
     )

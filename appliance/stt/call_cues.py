@@ -30,7 +30,7 @@ _CUES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             r"\bcard ?(number|no|details|digits)\b|\blong (card )?number\b"
             r"|\b(number|digits) on the (front|card)\b|\b(16|sixteen) ?digit"
             r"|\bgroups of (four|4)\b|\b(credit|debit|visa|master ?card|amex) (card )?number\b"
-            r"|\bnumber on (your|the) card\b|\bpan\b",
+            r"|\bnumber (on|of) (your|the) card\b|\bpan\b",
         ),
         (
             "EXPIRY",
@@ -41,7 +41,8 @@ _CUES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "CVV",
             r"(?<!social )\bsecurity (code|number)\b|\bcv[vc]2?\b|\bcsc\b|\bcv2\b"
             r"|\b(digits|numbers|code|number) on the back\b|\b(three|3|four|4) ?digit (code|number)"
-            r"|\bverification (code|number|value)\b|\blast (three|3) digits\b",
+            r"|\bverification (code|number|value)\b|\blast (three|3) digits\b"
+            r"|\bcode of security\b",  # the word order of "código de seguridad"
         ),
         ("DOB", r"\bdate of birth\b|\bbirth ?date\b|\bbirthday\b|\bdob\b|\bd\.o\.b\b|\bborn\b"),
         (

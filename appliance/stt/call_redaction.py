@@ -70,6 +70,7 @@ from dataclasses import dataclass, field, replace
 from appliance.config import RedactionConfig
 from appliance.stt.call_cues import PAYMENT_KINDS, asks, classify, cue_kinds, number_groups
 from appliance.stt.redact import redact, redact_words
+from appliance.stt.redact_lang import english_text, to_english
 from appliance.stt.redact_numbers import JOINERS, find_runs, is_date_token, is_tag, norm
 from appliance.types import Speaker, Transcript
 
@@ -176,8 +177,10 @@ class _Sequence:
 class CallRedaction:
     """The redaction context of one call; see the module docstring for how a writer uses it."""
 
-    def __init__(self, settings: RedactionConfig | None = None):
+    def __init__(self, settings: RedactionConfig | None = None, language: str = "en"):
         self.settings = settings or RedactionConfig()
+        self.language = language
+        """The call's language: its number words and cues are read as English (`redact_lang`)."""
         self._pause_kinds = frozenset(k.upper() for k in self.settings.auto_pause_kinds)
         self._queue: list[_Item] = []
         self._seq: _Sequence | None = None
@@ -201,7 +204,7 @@ class CallRedaction:
         """Take one transcribed utterance; return the utterances that can be stored now."""
         item = self._analyse(_Item(index, speaker, start, end, transcript))
         self._now = max(self._now, end)
-        text = transcript.text if transcript else ""
+        text = english_text(transcript.text, self.language) if transcript else ""
         kinds = cue_kinds(text) if text else frozenset()
         content = item.content == "digits" or (speaker == "customer" and self._date_answer(item))
         seq = self._seq
@@ -284,7 +287,7 @@ class CallRedaction:
 
     def _analyse(self, item: _Item) -> _Item:
         tr = item.transcript
-        tokens = tr.text.split() if tr and tr.text else []
+        tokens = to_english(tr.text.split(), self.language) if tr and tr.text else []
         nt = [norm(t) for t in tokens]
         runs = find_runs(nt)
         item.digits = "".join(r.digits for r in runs)
@@ -423,8 +426,8 @@ class CallRedaction:
             return Released(item.index, item.speaker, item.start, item.end, blank, True)
         if tr is None or item.tag is None:
             return Released(item.index, item.speaker, item.start, item.end, tr)
-        text = redact(tr.text, expect=item.tag).text
-        words = redact_words(tr.words, expect=item.tag)
+        text = redact(tr.text, expect=item.tag, language=self.language).text
+        words = redact_words(tr.words, expect=item.tag, language=self.language)
         final = replace(tr, text=text, words=words)
         return Released(item.index, item.speaker, item.start, item.end, final, False, (item.tag,))
 

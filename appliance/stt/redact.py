@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from appliance.stt.redact_lang import to_english
 from appliance.stt.redact_numbers import (
     JOINERS,
     MONTHS,
@@ -441,13 +442,16 @@ def _check_expect(expect: str | None) -> None:
         raise ValueError(f"expect must be one of {EXPECT_TAGS} or None, got {expect!r}")
 
 
-def redact(text: str, partial: bool = False, expect: str | None = None) -> Redaction:
+def redact(
+    text: str, partial: bool = False, expect: str | None = None, language: str = "en"
+) -> Redaction:
     """Replace sensitive spans of `text` with `[TAG]`s; keep everything else as it was.
 
     `partial=True` is for streaming partial results, which are cut mid-utterance: any run of
     four or more digits is hidden there too, because its continuation is not known yet.
     `expect="CVV"` (any of EXPECT_TAGS) says the text answers a question for that data, so
     every number in it -- and for DOB/EXPIRY every month name and ordinal -- is redacted.
+    `language` (de, fr, es) reads its number words and cues as English ones (`redact_lang`).
     """
     _check_expect(expect)
     if not text:
@@ -457,7 +461,8 @@ def redact(text: str, partial: bool = False, expect: str | None = None) -> Redac
     counts: dict[str, int] = {}
     out: list[str] = []
     pos = 0
-    for a, b, tag in _spans(tokens, partial=partial, expect=expect):
+    read = to_english(tokens, language)
+    for a, b, tag in _spans(read, partial=partial, expect=expect):
         first, last = tokens[a], tokens[b - 1]
         if is_tag(first) and is_tag(last) and a + 1 == b:
             continue  # an earlier pass's tag stays as it was
@@ -473,7 +478,7 @@ def redact(text: str, partial: bool = False, expect: str | None = None) -> Redac
 
 
 def redact_words(
-    words: Sequence[Word], partial: bool = False, expect: str | None = None
+    words: Sequence[Word], partial: bool = False, expect: str | None = None, language: str = "en"
 ) -> tuple[Word, ...]:
     """Redact a timed word list with the same rules as `redact()` (same `partial`, `expect`).
 
@@ -483,7 +488,7 @@ def redact_words(
     _check_expect(expect)
     tokens = [w.text.strip() or w.text for w in words]
     out = list(words)
-    for a, b, tag in _spans(tokens, partial=partial, expect=expect):
+    for a, b, tag in _spans(to_english(tokens, language), partial=partial, expect=expect):
         for i in range(a, b):
             if not is_tag(tokens[i]):
                 out[i] = replace(out[i], text=f"[{tag}]")

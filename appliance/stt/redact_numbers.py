@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 __all__ = [
+    "tidy_digits",
     "Run",
     "norm",
     "token_kind",
@@ -87,6 +88,20 @@ AMOUNT_WORDS = frozenset(
      "percent", "minutes", "minute", "hours", "hour", "seconds", "days", "weeks", "months",
      "years", "items", "pm", "am", "o'clock"}
 )  # fmt: skip
+
+
+_SPELLED = re.compile(r"(?<![\w.\-])\d(?:-\d){2,}(?![\w\-])")
+_DOTTED = re.compile(r"(?<![\w$£€.,])(\d)\.(\d{4})(\.?)(?![\w.])")
+
+
+def tidy_digits(text: str) -> str:
+    """One form for the digit strings Whisper writes several ways, before redaction and storage:
+    digits spelled one by one with dashes ("4-5-3-9") and a first digit split off by a dot
+    ("1.4888.") become plain digits ("4539", "14888."), as the caller said them. Amounts,
+    decimals ("1.5"), times and dates keep their form; redaction reads both forms alike, so
+    this changes what the panel shows and WER counts, never what is redacted."""
+    text = _SPELLED.sub(lambda m: m.group(0).replace("-", ""), text)
+    return _DOTTED.sub(lambda m: m.group(1) + m.group(2) + m.group(3), text)
 
 
 def is_tag(token: str) -> bool:

@@ -125,6 +125,11 @@ class VoskTranscriber:
         self._model = _load_vosk(self.model_path)
         self.partials = partials
 
+    @property
+    def streams_partials(self) -> bool:
+        """True when `stream()` returns partial results (`stt.partials`)."""
+        return self.partials
+
     def stream(self, sr: int) -> TranscriberStream:
         if sr not in (8000, 16000):
             raise ValueError(f"Vosk streams take 8000 or 16000 Hz, got {sr}")

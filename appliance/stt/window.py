@@ -82,6 +82,7 @@ def decode_utterance(
     beam_size: int,
     repetition_penalty: float,
     max_new_tokens: int,
+    previous_tokens: list[int] | None = None,
 ) -> tuple[list[str], list[Word], bool]:
     """(texts, words, truncated) of 16 kHz mono float32 `audio` (at most `MAX_UTTERANCE_S`),
     unredacted.
@@ -90,7 +91,9 @@ def decode_utterance(
     loop ("4-1-1-1-...") that the caller should decode again another way.
 
     `model` is a `faster_whisper.WhisperModel` (its CTranslate2 model, feature extractor and
-    alignment are reused); `tokenizer` a `faster_whisper.tokenizer.Tokenizer` for English.
+    alignment are reused); `tokenizer` a `faster_whisper.tokenizer.Tokenizer` for the language.
+    `previous_tokens` (the previous utterance, tokenised) go before the start-of-transcript as
+    Whisper's prompt, the way faster-whisper conditions on previous text.
     """
     from faster_whisper.transcribe import get_suppressed_tokens, merge_punctuations
 
@@ -102,6 +105,8 @@ def decode_utterance(
     encoded = model.model.encode(encoder_input(model.feature_extractor, audio, win), to_cpu=False)
 
     prompt = list(tokenizer.sot_sequence)
+    if previous_tokens:
+        prompt = [tokenizer.sot_prev, *previous_tokens, *prompt]
     result = model.model.generate(
         encoded,
         [prompt],
@@ -116,9 +121,11 @@ def decode_utterance(
         return_no_speech_prob=True,
     )[0]
     tokens = list(result.sequences_ids[0])
-    # A finished timestamped decode closes its last segment with a timestamp token; one that
-    # ends on a text token was cut off by the token cap.
-    truncated = bool(tokens) and tokens[-1] < tokenizer.eot
+    # Cut off by the token cap: as many tokens as the cap allows, the last one text. Ending on a
+    # text token alone is no sign: after a prompt (the previous utterance) Whisper often ends a
+    # finished decode without the closing timestamp, and reading that as a loop re-decoded 19 of
+    # 21 utterances of the demo call on the long-form path (4x the CPU, the context discarded).
+    truncated = len(tokens) >= max_new_tokens and tokens[-1] < tokenizer.eot
     text_tokens = [t for t in tokens if t < tokenizer.eot]
     if not text_tokens:
         return [], [], truncated

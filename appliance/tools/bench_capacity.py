@@ -286,14 +286,20 @@ def run(
     realtime: bool = True,
     seconds: float = CALL_SECONDS,
     cold: bool = True,
+    model: str = "tiny.en",
 ) -> dict:
     from appliance.ops.engines import load_engines
     from appliance.publish.broker import LocalBroker, find_mosquitto
 
-    cfg = config_from_dict({"box": {"id": "bench"}})
+    cfg = config_from_dict({"box": {"id": "bench"}, "stt": {"model": model}})
     engines = load_engines(cfg)
     rec = bench_call(seconds)
-    report: dict = {"machine": _machine(), "call_seconds": round(rec.duration, 1), "runs": []}
+    report: dict = {
+        "machine": _machine(),
+        "stt_model": model,
+        "call_seconds": round(rec.duration, 1),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="appliance-bench-") as d:
         workdir = Path(d)
         counts = [n_calls] if n_calls else list(SEARCH)
@@ -374,10 +380,25 @@ def main(argv: list[str] | None = None) -> int:
         "--seconds", type=float, default=CALL_SECONDS, help="call length (the demo call, looped)"
     )
     ap.add_argument("--no-cold-start", action="store_true", help="skip the cold-start runs")
-    a = ap.parse_args(argv)
-    report = run(
-        a.calls, a.json, realtime=not a.no_realtime, seconds=a.seconds, cold=not a.no_cold_start
+    ap.add_argument(
+        "--model",
+        action="append",
+        choices=("tiny.en", "base"),
+        help="Whisper model (repeat to compare models in one run; default tiny.en)",
     )
+    a = ap.parse_args(argv)
+    reports = [
+        run(
+            a.calls,
+            a.json,
+            realtime=not a.no_realtime,
+            seconds=a.seconds,
+            cold=not a.no_cold_start,
+            model=m,
+        )
+        for m in a.model or ["tiny.en"]
+    ]
+    report = reports[0] if len(reports) == 1 else {"models": reports}
     if a.json:
         print(json.dumps(report))
     else:
