@@ -86,3 +86,12 @@ def test_corpus_finds_the_shared_sets_and_leaves_out_trained_recordings(tmp_path
         SHARED, asterisk=None, trained_on={"realcalls/aws/lca_demo_agent_only/agent.wav"}
     )
     assert len(held) == len(items) - 1
+
+
+def test_benches_default_to_the_shared_folder_beside_the_project() -> None:
+    """The restructure moved the benches one folder deeper; their default data folder must still
+    be ../shared/data beside the project root, not a folder inside it."""
+    from appliance.tools import SHARED_DATA, bench_features, stt_sets
+
+    assert SHARED_DATA == SHARED.resolve()
+    assert B._DEFAULT_DATA == bench_features.SHARED == stt_sets.SHARED == SHARED_DATA

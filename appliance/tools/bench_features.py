@@ -28,10 +28,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from appliance.tools import SHARED_DATA  # noqa: E402
+
 SR = 16000
 DURATION_S = 60.0
 RUNS = 7
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_DATA
 
 
 def speech_signal(duration_s: float = DURATION_S, sr: int = SR) -> tuple[np.ndarray, str]:

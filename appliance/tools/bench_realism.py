@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from appliance.emotion.policy import is_backchannel
+from appliance.tools import SHARED_DATA
 
 __all__ = ["Item", "corpus", "set_metrics", "main", "CONFIDENT", "NEGATIVE_LABELS"]
 
@@ -46,7 +47,7 @@ CONFIDENT = 0.7
 NEGATIVE_LABELS = ("sad", "angry", "fearful", "disgust")
 SHORT_S = 1.0
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
-_DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+_DEFAULT_DATA = SHARED_DATA
 _PROMPTS_PER_CALL = 12
 _PAUSE_S = 0.8
 

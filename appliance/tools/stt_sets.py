@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from appliance.tools import SHARED_DATA
+
 __all__ = [
     "Clip",
     "SETS",
@@ -39,7 +41,7 @@ __all__ = [
     "read_sphinx_transcription",
 ]
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = SHARED_DATA
 ASTERISK_DIR = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TEXT = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 
