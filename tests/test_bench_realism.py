@@ -93,5 +93,5 @@ def test_benches_default_to_the_shared_folder_beside_the_project() -> None:
     be ../shared/data beside the project root, not a folder inside it."""
     from appliance.tools import SHARED_DATA, bench_features, stt_sets
 
-    assert SHARED_DATA == SHARED.resolve()
-    assert B._DEFAULT_DATA == bench_features.SHARED == stt_sets.SHARED == SHARED_DATA
+    assert SHARED.resolve() == SHARED_DATA
+    assert {B._DEFAULT_DATA, bench_features.SHARED, stt_sets.SHARED} == {SHARED_DATA}
