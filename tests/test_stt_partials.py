@@ -144,3 +144,38 @@ def test_keyword_fires_before_the_utterance_ends(tmp_path: Path) -> None:
     assert to_first_keyword < 3.0
     # only final text is stored: one row per utterance, none from a partial
     assert len(transcripts) == len(call.results)
+
+
+def test_partials_yield_to_final_decodes_waiting_for_a_worker() -> None:
+    """A Whisper partial re-decodes the growing utterance: while stored text waits for an STT
+    worker, the open utterance gets no more partials (24 calls fell behind real time without it)."""
+    from types import SimpleNamespace
+
+    from appliance.pipeline.partials import Partials
+
+    class Stream:
+        def accept(self, audio: np.ndarray) -> str:
+            return "I want to speak to a manager"
+
+    engine = SimpleNamespace(stream=lambda sr: Stream())
+    put: list[tuple] = []
+    behind = [True]
+    partials = Partials(engine, lambda job: put.append(job) or True, busy=lambda: behind[0])
+    call = SimpleNamespace(partial=None, language="en", sample_rate=16000)
+
+    def segmenter(since: float) -> SimpleNamespace:
+        return SimpleNamespace(
+            open_since=since, open_audio=lambda frames: (np.ones(320, np.float32), frames + 16)
+        )
+
+    try:
+        partials.feed(call, segmenter(1.0))
+        partials.feed(call, segmenter(1.0))  # the rest of a shed utterance stays shed
+        assert (partials.skipped, partials.decoded, put) == (1, 0, [])
+        behind[0] = False
+        partials.feed(call, segmenter(1.0))
+        assert partials.decoded == 0  # still the same utterance
+        partials.feed(call, segmenter(5.0))  # the next utterance, workers idle again
+    finally:
+        partials.stop()
+    assert partials.decoded == 1 and [j[2] for j in put] == [["speak to a manager"]]

@@ -126,6 +126,9 @@ class Pipeline:
         self._emotion_exec = ThreadPoolExecutor(1, thread_name_prefix="emotion")
         workers = stt_workers or cfg.stt.workers or default_stt_workers()
         self._stt_exec = ThreadPoolExecutor(workers, thread_name_prefix="stt")
+        self._stt_waiting = 0
+        """Final decodes submitted and not yet taken by an STT worker (partials yield to them)."""
+        self._stt_lock = threading.Lock()
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stt_wall: dict[tuple[str, int], float] = {}
         self._pending_n = 0  # utterances taken off `jobs` by the writer, not yet written
@@ -140,7 +143,7 @@ class Pipeline:
         self.partials: Partials | None = None
         """Partial results of the customer's open utterance (stt.partials and a streaming engine)."""
         if cfg.stt.partials and getattr(transcriber, "streams_partials", False):
-            self.partials = Partials(transcriber, self._put_partial)
+            self.partials = Partials(transcriber, self._put_partial, busy=self._stt_behind)
         orphans, store.orphans = store.orphans, []
         self.writer.close_orphans(orphans)
         self._writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
@@ -252,6 +255,8 @@ class Pipeline:
                 self.stats.stt_skipped += 1
             else:
                 prev = call.stt_prev.get(speaker) if self.cfg.stt.context else None
+                with self._stt_lock:
+                    self._stt_waiting += 1
                 stt = self._stt_exec.submit(self._transcribe, utt, call.language, prev)
                 call.stt_prev[speaker] = stt
         if not self._put(("utt", call, utt, emo, stt)):
@@ -303,7 +308,13 @@ class Pipeline:
                 context = ""  # that utterance's failure is logged where it is committed
         return DecodeHints(language=language, context=context)
 
+    def _stt_behind(self) -> bool:
+        """Final decodes are waiting for a worker: the box is behind on text that is stored."""
+        return self._stt_waiting > 0
+
     def _transcribe(self, utt: Utterance, language: str = "en", prev: Future | None = None):
+        with self._stt_lock:
+            self._stt_waiting -= 1
         hints = (
             self._hints(language, prev)
             if getattr(self.transcriber, "accepts_hints", False)
