@@ -16,6 +16,7 @@ from appliance.tools.stt_sets import (
     SILVER_SETS,
     Clip,
     asterisk_clips,
+    asterisk_reference,
     load_set,
     normalise_text,
     wer,
@@ -40,14 +41,59 @@ def test_numbers_and_spellings_normalise_alike() -> None:
     assert wer(["a b c d"], ["a x c"]) == 0.5
 
 
+def test_a_word_written_another_way_is_not_an_error() -> None:
+    assert normalise_text("I'm sorry, that's not it; we can't") == [
+        "i", "am", "sorry", "that", "is", "not", "it", "we", "can", "not",
+    ]  # fmt: skip
+    assert normalise_text("your party's name") == ["your", "partys", "name"]  # a possessive
+    assert normalise_text("tenth") == ["10th"] == normalise_text("10th")
+    assert normalise_text("twenty-first") == ["21st"] and normalise_text("hundredth") == ["100th"]
+    assert normalise_text("a hundred") == ["a", "100"] and normalise_text("thousand") == ["1000"]
+    assert normalise_text("two hundred thousand") == ["200000"]
+    assert normalise_text("A.M.") == ["am"] and normalise_text("straight thru") == [
+        "straight",
+        "through",
+    ]
+    assert wer(["to check voice mail"], ["to check voicemail"]) == 0.0
+    assert wer(["press 3 to rerecord"], ["press three to re-record"]) == 0.0
+    assert wer(["log in"], ["login"]) == 0.0
+
+
+def test_a_wrong_word_stays_an_error() -> None:
+    assert wer(["for"], ["4"]) == 1.0  # the homophone in the wrong form
+    assert wer(["twelfth"], ["12"]) == 1.0  # an ordinal said as a cardinal
+    assert wer(["call for reading"], ["call forwarding"]) == pytest.approx(2 / 3)
+    # a join is made only where the other side wrote the joined word and none of its parts
+    assert wer(["in valid"], ["invalid"]) == 0.0
+    assert wer(["invalid choice"], ["in valid choice"]) == 0.0
+    assert wer(["in a valid choice"], ["invalid choice"]) == 0.75
+    assert wer(["the in valid"], ["in valid"]) == pytest.approx(1 / 3)
+
+
+def test_asterisk_notes_and_misspellings_are_not_speech() -> None:
+    assert asterisk_reference('IAX (note: does not say "2")') == "IAX"
+    assert asterisk_reference("<beep ascending>") == ""
+    assert (
+        asterisk_reference("Un-indentified or witheld and therefore cannot be called back.")
+        == "Unidentified or withheld and therefore cannot be called back."
+    )
+    assert asterisk_reference("press the pound key. (simple tone sound plays)") == (
+        "press the pound key."
+    )
+
+
 def test_join_calls_keeps_every_clip_and_reference() -> None:
     sr = 8000
     clips = [
         Clip("s", f"c{i}", np.full(sr * 20, 0.1, np.float32), sr, f"word{i}") for i in range(7)
     ]
-    calls = bench_stt.join_calls(clips)
+    calls = bench_stt.join_calls(clips, in_order=True)
     assert len(calls) == 3  # at most 60 s of speech a call
     assert " ".join(r for _a, _s, r in calls) == " ".join(c.ref for c in clips)
+    shuffled = " ".join(r for _a, _s, r in bench_stt.join_calls(clips))
+    assert shuffled != " ".join(c.ref for c in clips)  # a call is not the set sorted by name
+    assert sorted(shuffled.split()) == sorted(c.ref for c in clips)
+    assert shuffled == " ".join(r for _a, _s, r in bench_stt.join_calls(clips))  # seeded
     total = sum(a.size for a, _s, _r in calls)
     assert total == 7 * sr * 20 + (7 + 3) * sr  # one second of line noise around each clip
     gap = calls[0][0][:sr]

@@ -93,7 +93,7 @@ def longest_digits(text: str) -> int:
 
 def test_wer_and_normalisation() -> None:
     assert normalise_text("Mr. John's cold-hearted, isn't he?") == [
-        "mister", "johns", "cold", "hearted", "isnt", "he",
+        "mister", "johns", "cold", "hearted", "is", "not", "he",
     ]  # fmt: skip
     assert wer(["a b c d"], ["a x c"]) == pytest.approx(0.5)
     assert wer(["He was, not."], ["he was not"]) == 0.0

@@ -1,5 +1,4 @@
-"""The real speech sets `appliance bench stt` measures on, and the text normalisation its word
-error rates use.
+"""The real speech sets `appliance bench stt` measures on (their scoring: `appliance.tools.wer`).
 
 Every set is speech no one on this team recorded, with a human transcript ("gold"), except the
 vendor-ASR references of two conversations ("silver": reported apart, never pooled with gold):
@@ -22,13 +21,13 @@ import gzip
 import json
 import re
 import wave
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from appliance.tools import SHARED_DATA
+from appliance.tools.wer import normalise_text, wer, word_errors
 
 __all__ = [
     "Clip",
@@ -62,107 +61,6 @@ class Clip:
     @property
     def duration(self) -> float:
         return self.audio.size / self.sr
-
-
-# --- text normalisation ---------------------------------------------------------------------
-
-# Spellings that differ only in form between a recogniser and a reference transcript.
-_CANON = {
-    "mr": "mister", "mrs": "missus", "dr": "doctor", "st": "saint", "ok": "okay",
-    "#": "pound", "*": "star", "%": "percent", "&": "and", "neighbour": "neighbor",
-    "colour": "color", "favour": "favor", "counselled": "counseled", "centre": "center",
-}  # fmt: skip
-_UNITS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
-    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
-    "nineteen": 19,
-}  # fmt: skip
-_TENS = {
-    "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
-    "eighty": 80, "ninety": 90,
-}  # fmt: skip
-_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
-
-
-def _numbers_to_digits(words: list[str]) -> list[str]:
-    """Number words to digits, the way recognisers print them: "twenty five" -> "25",
-    "two hundred and six" -> "206", "one two three" -> "1 2 3" (digits said one by one stay
-    apart), so "press 1" and "press one" score the same."""
-    out: list[str] = []
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w not in _UNITS and w not in _TENS:
-            out.append(w)
-            i += 1
-            continue
-        total, current, j, last = 0, 0, i, ""
-        while j < len(words):
-            t = words[j]
-            if t in _UNITS and (last in ("", "tens") or last == "scale"):
-                if last == "tens" and _UNITS[t] >= 10:
-                    break
-                current += _UNITS[t]
-                last = "unit"
-            elif t in _TENS and last in ("", "scale"):
-                current += _TENS[t]
-                last = "tens"
-            elif t in _SCALES and last in ("unit", "tens"):
-                scale = _SCALES[t]
-                if scale == 100:
-                    current *= 100
-                else:
-                    total += current * scale
-                    current = 0
-                last = "scale"
-            elif (
-                t == "and"
-                and last == "scale"
-                and j + 1 < len(words)
-                and (words[j + 1] in _UNITS or words[j + 1] in _TENS)
-            ):
-                pass
-            else:
-                break
-            j += 1
-        out.append(str(total + current))
-        i = j
-    return out
-
-
-def normalise_text(text: str) -> list[str]:
-    """Lower-case, hyphens to spaces, punctuation stripped, a few spellings made one, number
-    words as digits and digit groups apart ("1,000" -> "1000", "5425-2334" -> "5425 2334")."""
-    t = text.lower().replace("-", " ")
-    t = re.sub(r"(?<=\d),(?=\d{3})", "", t)
-    t = re.sub(r"([#*%&])", r" \1 ", t)
-    t = re.sub(r"[^\w\s'#*%&]", " ", t)
-    t = t.replace("'", "")
-    words = [_CANON.get(w, w) for w in t.split()]
-    return _numbers_to_digits(words)
-
-
-def word_errors(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Levenshtein distance over words (substitutions + deletions + insertions)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """Corpus word error rate: total edit distance / total reference words (normalised text)."""
-    errors = 0
-    total = 0
-    for r, h in zip(refs, hyps, strict=True):
-        rw, hw = normalise_text(r), normalise_text(h)
-        errors += word_errors(rw, hw)
-        total += len(rw)
-    return errors / max(total, 1)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -249,6 +147,26 @@ def _silver(name: str, wav: Path, ref: Path) -> list[Clip]:
 # Prompts whose transcript is not what is said: tones, silences, spelled letters and phonetic
 # alphabet entries (one word each, the voice says them with no context).
 _ASTERISK_SKIP = re.compile(r"^(silence/|letters/|phonetic/|beep|beeperr|.*-2tone)")
+# Notes inside a transcript are not speech: "<beep ascending>", "(simple tone sound plays)",
+# "IAX (note: does not say "2")".
+_ASTERISK_NOTE = re.compile(r"<[^>]*>|\([^)]*\)")
+# Misspellings in core-sounds-en.txt: the word is the one the voice says, only its spelling is
+# wrong, so a recogniser that writes it right would be charged an error.
+ASTERISK_SPELLING = {
+    "Un-indentified": "Unidentified",
+    "witheld": "withheld",
+    "represenatives": "representatives",
+    "fourtieth": "fortieth",
+    "umute": "unmute",
+}
+
+
+def asterisk_reference(text: str) -> str:
+    """A core-sounds-en.txt transcript as spoken: notes taken out, misspellings mended."""
+    text = _ASTERISK_NOTE.sub(" ", text)
+    for wrong, right in ASTERISK_SPELLING.items():
+        text = re.sub(rf"\b{re.escape(wrong)}\b", right, text)
+    return " ".join(text.split())
 
 
 def asterisk_clips(folder: Path = ASTERISK_DIR, text: Path = ASTERISK_TEXT) -> list[Clip]:
@@ -261,7 +179,8 @@ def asterisk_clips(folder: Path = ASTERISK_DIR, text: Path = ASTERISK_TEXT) -> l
     for line in lines:
         name, sep, ref = line.partition(":")
         name, ref = name.strip(), ref.strip()
-        if not sep or name.startswith(";") or not ref or ref.startswith("["):
+        ref = "" if ref.startswith("[") else asterisk_reference(ref)
+        if not sep or name.startswith(";") or not ref:
             continue
         if _ASTERISK_SKIP.match(name) or not (folder / f"{name}.wav").is_file():
             continue
