@@ -277,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--beam", type=int, default=1)
     ap.add_argument("--preroll", type=float, help="vad.preroll for the analyze run")
     ap.add_argument("--hangover", type=float, help="vad.hangover for the analyze run")
+    ap.add_argument("--max-utterance", type=float, help="vad.max_utterance for the analyze run")
     ap.add_argument("--context", action="store_true", help="stt.context = true")
     ap.add_argument("--no-context", action="store_true", help="stt.context = false")
     ap.add_argument(
@@ -303,7 +304,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: no clips (is ../shared/data there?)", file=sys.stderr)
         return 2
     vad = {
-        k: v for k, v in (("preroll", args.preroll), ("hangover", args.hangover)) if v is not None
+        k: v
+        for k, v in (
+            ("preroll", args.preroll),
+            ("hangover", args.hangover),
+            ("max_utterance", args.max_utterance),
+        )
+        if v is not None
     }
     # partials cost decodes and change no final text: off here (`time to first keyword` is
     # measured apart, tests/test_stt_partials.py)
