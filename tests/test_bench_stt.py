@@ -63,7 +63,7 @@ def test_a_wrong_word_stays_an_error() -> None:
     assert wer(["for"], ["4"]) == 1.0  # the homophone in the wrong form
     assert wer(["twelfth"], ["12"]) == 1.0  # an ordinal said as a cardinal
     assert wer(["call for reading"], ["call forwarding"]) == pytest.approx(2 / 3)
-    # a join is made only where the other side wrote the joined word and none of its parts
+    # words written apart match only the one word they spell, where the alignment puts them
     assert wer(["in valid"], ["invalid"]) == 0.0
     assert wer(["invalid choice"], ["in valid choice"]) == 0.0
     assert wer(["in a valid choice"], ["invalid choice"]) == 0.75

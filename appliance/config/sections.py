@@ -165,7 +165,7 @@ class SttConfig:
     )
     context: bool = _f(
         False,
-        "Give Whisper the previous utterance of the same speaker in the call as its prompt (names and terms carry over). Off by default: measured through analyze it helps read prose (LibriVox 7.0 % -> 1.4 %) but tiny.en copies phrases of the prompt into the next utterance on unrelated ones (Asterisk prompts 6.6 % -> 10.8 %; docs/stt.md), and a copied phrase can fire a keyword rule twice.",
+        "Give Whisper the previous utterance of the same speaker in the call as its prompt (names and terms carry over). Off by default: measured through analyze it helps read prose (LibriVox 7.0 % -> 1.4 %) but tiny.en copies phrases of the prompt into the next utterance on unrelated ones (Asterisk prompts 6.6 % -> 10.8 % in the first measurement's scoring; docs/stt.md), and a copied phrase can fire a keyword rule twice.",
     )
     partial_interval_s: float = _f(
         1.0,

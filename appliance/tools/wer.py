@@ -57,6 +57,7 @@ _TENS = {
     "eighty": 80, "ninety": 90,
 }  # fmt: skip
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000, "billion": 1_000_000_000}
+_CARDINALS = _UNITS.keys() | _TENS.keys()
 # "second" is left out: on a call it is mostly the time unit ("one second, please").
 _ORDINAL_WORDS = {
     "first": "one", "third": "three", "fifth": "five", "eighth": "eight",
@@ -89,8 +90,7 @@ def _numbers_to_digits(words: list[str]) -> list[str]:
     i = 0
     while i < len(words):
         w = words[i]
-        ordinal = _ordinal_base(w)
-        if w not in _UNITS and w not in _TENS and w not in _SCALES and ordinal is None:
+        if w not in _CARDINALS and w not in _SCALES and _ordinal_base(w) is None:
             out.append(w)
             i += 1
             continue
@@ -121,7 +121,7 @@ def _numbers_to_digits(words: list[str]) -> list[str]:
                 t == "and"
                 and last == "scale"
                 and j + 1 < len(words)
-                and (_ordinal_base(words[j + 1]) or words[j + 1]) in {**_UNITS, **_TENS}
+                and (_ordinal_base(words[j + 1]) or words[j + 1]) in _CARDINALS
             ):
                 pass
             else:
